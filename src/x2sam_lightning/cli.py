@@ -1,0 +1,189 @@
+"""Command line: a verb, then Hydra overrides.
+
+``python -m x2sam_lightning fit +experiment=agnostic trainer.max_steps=100 logger=tensorboard``
+
+Hydra rejects a bare positional word, so :func:`main` checks the verb and rewrites it into the override
+``verb=fit`` before Hydra parses the command line. The verb table is data (:data:`VERBS`); each entry
+builds the run from the composed config with ``hydra.utils.instantiate`` and calls one Trainer method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).parent / "conf"
+log = logging.getLogger("x2sam_lightning")
+
+USAGE = """\
+usage: python -m x2sam_lightning VERB [+experiment=NAME] [HYDRA OVERRIDES ...]
+
+verbs:
+  fit        train (stage 1: +experiment=agnostic)
+  validate   evaluate on the validation sources (ckpt_path=... to load a checkpoint)
+  test       evaluate a checkpoint on the test sources and write a results table (markdown + JSON)
+  predict    write predicted masks (COCO RLE, JSON lines) for the predict sources
+
+experiments: {experiments}
+
+examples:
+  python -m x2sam_lightning fit +experiment=agnostic
+  python -m x2sam_lightning fit +experiment=agnostic trainer.max_steps=50 logger=tensorboard
+  python -m x2sam_lightning test +experiment=agnostic ckpt_path=runs/.../checkpoints/last.ckpt
+  python -m x2sam_lightning fit --help        (Hydra's help: config groups and their options)
+  python -m x2sam_lightning fit +experiment=agnostic --cfg job   (print the composed config)
+"""
+
+
+def available_experiments() -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+class UsageError(ValueError):
+    """A command line that names an unknown verb or experiment."""
+
+
+def _check_experiments(overrides: Sequence[str]) -> None:
+    known = available_experiments()
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") == "experiment" and value not in known:
+            raise UsageError(f"unknown experiment '{value}'; known experiments: {', '.join(known)}")
+
+
+def _instantiate_all(node: Any) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a dict-like config group (callbacks, loggers)."""
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig
+
+    if node is None:
+        return []
+    if isinstance(node, DictConfig) and "_target_" in node:
+        return [instantiate(node)]
+    return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+
+
+def build_run(cfg: Any) -> tuple[Any, Any, Any]:
+    """Seed, then build the datamodule, the LightningModule and the Trainer from the config."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, module, trainer
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    rows = {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and not k.startswith("train/")}
+    if not rows:
+        return
+    width = max(len(k) for k in rows)
+    print(f"\n{title}")
+    for key, value in rows.items():
+        print(f"  {key:<{width}}  {value:.4f}")
+
+
+def run_fit(cfg: Any) -> dict[str, float]:
+    datamodule, module, trainer = build_run(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    _print_metrics("final metrics (last validation and training step):", metrics)
+    return metrics
+
+
+def run_validate(cfg: Any) -> dict[str, float]:
+    datamodule, module, trainer = build_run(cfg)
+    _warn_without_checkpoint(cfg)
+    results = trainer.validate(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return _merge(results)
+
+
+def run_test(cfg: Any) -> dict[str, float]:
+    from x2sam_lightning.lightning.results import write_test_results
+
+    datamodule, module, trainer = build_run(cfg)
+    _warn_without_checkpoint(cfg)
+    results = _merge(trainer.test(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path")))
+    paths = write_test_results(results, Path(cfg.paths.run_dir), module.test_tasks())
+    print("\nresults table: " + ", ".join(str(p) for p in paths))
+    return results
+
+
+def run_predict(cfg: Any) -> dict[str, float]:
+    datamodule, module, trainer = build_run(cfg)
+    _warn_without_checkpoint(cfg)
+    trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), return_predictions=False)
+    return {}
+
+
+VERBS: dict[str, Callable[[Any], dict[str, float]]] = {
+    "fit": run_fit,
+    "validate": run_validate,
+    "test": run_test,
+    "predict": run_predict,
+}
+
+
+def _merge(results: list[dict[str, float]] | None) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for result in results or []:
+        merged.update({k: float(v) for k, v in result.items()})
+    return merged
+
+
+def _warn_without_checkpoint(cfg: Any) -> None:
+    if not cfg.get("ckpt_path"):
+        log.warning("no ckpt_path given: evaluating the randomly initialised model")
+
+
+def _hydra_entry() -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _run(cfg: DictConfig) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if cfg.get("experiment_name") is None:
+            raise UsageError(
+                "no experiment selected: add +experiment=NAME (" + ", ".join(available_experiments()) + ")"
+            )
+        Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, Path(cfg.paths.run_dir) / "config.yaml", resolve=False)
+        metrics = VERBS[cfg.verb](cfg)
+        if metrics:
+            (Path(cfg.paths.run_dir) / f"{cfg.verb}_metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    _run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m x2sam_lightning`` and the ``x2sam`` script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    experiments = ", ".join(available_experiments())
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE.format(experiments=experiments))
+        return 0 if args else 2
+    verb, overrides = args[0], args[1:]
+    try:
+        if verb not in VERBS:
+            raise UsageError(f"unknown verb '{verb}'; expected one of: {', '.join(VERBS)}")
+        _check_experiments(overrides)
+    except UsageError as error:
+        print(f"error: {error}\n\n" + USAGE.format(experiments=experiments), file=sys.stderr)
+        return 2
+    sys.argv = [sys.argv[0], f"verb={verb}", *overrides]
+    try:
+        _hydra_entry()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,54 @@
+"""Write ``predict`` outputs as JSON lines: one line per sample, masks as COCO compressed RLE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from x2sam_lightning.imports import require
+
+
+def encode_track(masks: np.ndarray) -> list[dict[str, Any]]:
+    """``[T, H, W]`` bool -> one COCO RLE per frame (``counts`` as str so it serialises to JSON)."""
+    mask_util = require("pycocotools.mask")
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Appends each predicted batch to ``<output_dir>/predictions.rank<k>.jsonl``.
+
+    Each line: ``{"key", "source", "task", "objects": [{"score", "label", "masks": [RLE per frame]}]}``.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Sequence[dict[str, Any]],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"predictions.rank{trainer.global_rank}.jsonl"
+        with path.open("a") as handle:
+            for sample in prediction:
+                masks = sample["masks"].cpu().numpy()
+                objects = [
+                    {"score": float(score), "label": int(label), "masks": encode_track(track)}
+                    for score, label, track in zip(sample["scores"].tolist(), sample["labels"].tolist(), masks)
+                ]
+                record = {k: sample[k] for k in ("key", "source", "task")}
+                handle.write(json.dumps({**record, "objects": objects}) + "\n")

@@ -1,0 +1,179 @@
+"""Stage 1: the class-agnostic segmentor (mask encoder + pixel decoder + mask decoder, no LLM).
+
+The decoder learns to propose object masks (object / no-object) from mask-only data. Its weights are the
+initialisation of stage 2's decoder: see :func:`x2sam_lightning.lightning.checkpoints.load_stage1_decoder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
+from x2sam_lightning.lightning.optim import param_groups
+from x2sam_lightning.metrics.mask_ap import MaskAP
+from x2sam_lightning.models.postprocess import instance_postprocess
+from x2sam_lightning.models.segmentor import Segmentor
+from x2sam_lightning.types import SegBatch, TrackTargets
+
+# What the stage-1 validation reports (COCO segm protocol, class-agnostic): key -> MaskAP output.
+VAL_METRICS = {"ap50": "map_50", "ap": "map", "ar10": "mar_10", "ar100": "mar_100"}
+
+
+def class_agnostic(targets: Sequence[TrackTargets]) -> list[TrackTargets]:
+    """Every object becomes class 0 ("object"); crowd regions are kept for the metric's crowd rule."""
+    return [
+        TrackTargets(t.masks, torch.zeros_like(t.labels), t.valid, t.object_ids, t.iscrowd) for t in targets
+    ]
+
+
+class AgnosticSegmentor(L.LightningModule):
+    """Stage-1 LightningModule.
+
+    Args:
+        mask_encoder: SAM2 Hiera + FPN wrapper (``models.mask_encoder.MaskEncoder``).
+        pixel_decoder: multi-scale pixel decoder.
+        mask_decoder: Mask2Former-style decoder with ``num_classes=1`` (object) + no-object.
+        criterion: ``models.criterion.SetCriterion``; its ``weight_dict`` weights the ``loss_*`` terms.
+        optimizer: partial optimiser (Hydra ``_partial_: true``) called with parameter groups.
+        scheduler: partial scheduler called with ``(optimizer, total_steps=...)``; stepped every step.
+        freeze_mask_encoder: the paper freezes the pretrained SAM2.1 encoder in stage 1. The embedded
+            tiny default has no pretrained encoder, so its preset trains it (``false``).
+        lr_overrides: ``{parameter-name prefix: lr}``, e.g. a lower rate for ``segmentor.mask_encoder``.
+        weight_decay: AdamW weight decay for weights (not norms, biases, embeddings).
+        top_k: detections kept per sample for evaluation (AR@100 needs 100 only if Q >= 100).
+    """
+
+    def __init__(
+        self,
+        mask_encoder: nn.Module,
+        pixel_decoder: nn.Module,
+        mask_decoder: nn.Module,
+        criterion: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        freeze_mask_encoder: bool = True,
+        lr_overrides: Mapping[str, float] | None = None,
+        weight_decay: float = 0.05,
+        top_k: int = 100,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["mask_encoder", "pixel_decoder", "mask_decoder", "criterion"])
+        self.segmentor = Segmentor(mask_encoder, pixel_decoder, mask_decoder)
+        self.criterion = criterion
+        if freeze_mask_encoder:
+            mask_encoder.freeze()
+        self.val_metric = MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
+        self.test_metric = MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
+        self._test_sources: list[str] = []
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def forward(self, pixel_values: Tensor) -> dict[str, Any]:
+        """``pixel_values [B, T, 3, H, W]`` -> ``pred_logits [B, Q, 2]``, ``pred_masks [B, Q, T, h, w]``."""
+        return self.segmentor(pixel_values)
+
+    def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
+        outputs = self(batch.pixel_values)
+        losses = self.criterion(outputs, class_agnostic(batch.targets))
+        weighted = self.criterion.weight(losses)
+        loss = sum(weighted.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
+        for name, value in losses.items():
+            if name.count("_") == 1:  # final-layer terms only; aux terms end in _<layer>
+                self.log(f"train/{name}", value, batch_size=batch.batch_size)
+        return loss
+
+    def _evaluate(self, batch: SegBatch, metric: MaskAP) -> None:
+        if batch.num_frames != 1:
+            raise ValueError(
+                f"stage-1 evaluation scores images (T=1) with the COCO segm protocol; source "
+                f"'{batch.source}' gives clips of T={batch.num_frames}. Video AP is a vid_* metric."
+            )
+        outputs = self(batch.pixel_values)
+        detections = instance_postprocess(
+            outputs, image_sizes=batch.image_sizes, output_sizes=batch.image_sizes, top_k=self.hparams.top_k
+        )
+        targets = []
+        for target, (h, w) in zip(batch.targets, batch.image_sizes.tolist()):
+            keep = target.valid[:, 0]
+            targets.append(
+                {
+                    "masks": target.masks[keep, 0, :h, :w],
+                    "labels": torch.zeros(int(keep.sum()), dtype=torch.long, device=target.masks.device),
+                    "iscrowd": target.iscrowd[keep].long(),
+                }
+            )
+        preds = [
+            {"masks": det["masks"][:, 0], "scores": det["scores"], "labels": torch.zeros_like(det["labels"])}
+            for det in detections
+        ]
+        metric.update(preds, targets)
+
+    def validation_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.val_metric)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric(self.val_metric, "val")
+
+    def test_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch.source not in self._test_sources:
+            self._test_sources.append(batch.source)
+        self._evaluate(batch, self.test_metric)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric(self.test_metric, "test")
+
+    def _log_metric(self, metric: MaskAP, stage: str) -> None:
+        values = metric.compute()
+        for name, key in VAL_METRICS.items():
+            self.log(f"{stage}/{name}", values[key].float(), prog_bar=name == "ap50", sync_dist=False)
+        metric.reset()
+
+    def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Class-agnostic proposals per sample at the source resolution (see ``inference.writer``)."""
+        outputs = self(batch.pixel_values)
+        detections = instance_postprocess(
+            outputs,
+            image_sizes=batch.image_sizes,
+            output_sizes=batch.original_sizes,
+            top_k=self.hparams.top_k,
+        )
+        return [
+            {"key": key, "source": batch.source, "task": task, **det}
+            for key, task, det in zip(batch.keys, batch.tasks, detections)
+        ]
+
+    def test_tasks(self) -> dict[str, str]:
+        """The results table's rows: source name -> task of what ``test`` scored."""
+        return {source: "agnostic_seg" for source in self._test_sources}
+
+    # -- optimisation and checkpoints ----------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = param_groups(self, self._base_lr(), self.hparams.weight_decay, self.hparams.lr_overrides)
+        optimizer = self.hparams.optimizer(params=groups)
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.hparams.scheduler(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _base_lr(self) -> float:
+        keywords = getattr(self.hparams.optimizer, "keywords", {})
+        if "lr" not in keywords:
+            raise ValueError("the optimizer config must set lr (e.g. model.optimizer.lr=1e-4)")
+        return float(keywords["lr"])
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, SegBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[STAGE1_FORMAT] = stage1_metadata(self)
