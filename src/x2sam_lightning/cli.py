@@ -152,10 +152,6 @@ def _hydra_entry() -> None:
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _run(cfg: DictConfig) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        if cfg.get("experiment_name") is None:
-            raise UsageError(
-                "no experiment selected: add +experiment=NAME (" + ", ".join(available_experiments()) + ")"
-            )
         Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, Path(cfg.paths.run_dir) / "config.yaml", resolve=False)
         metrics = VERBS[cfg.verb](cfg)
@@ -177,13 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verb not in VERBS:
             raise UsageError(f"unknown verb '{verb}'; expected one of: {', '.join(VERBS)}")
         _check_experiments(overrides)
+        if not any(o.partition("=")[0].lstrip("+") == "experiment" for o in overrides):
+            raise UsageError(f"no experiment selected: add +experiment=NAME ({experiments})")
     except UsageError as error:
         print(f"error: {error}\n\n" + USAGE.format(experiments=experiments), file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], f"verb={verb}", *overrides]
-    try:
-        _hydra_entry()
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    _hydra_entry()
     return 0
