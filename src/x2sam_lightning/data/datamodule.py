@@ -1,0 +1,175 @@
+"""``SegDataModule``: mixed training stream and per-source evaluation loaders over WebDataset shards.
+
+Built by Hydra (``conf/data``): ``train_sources`` / ``val_sources`` are dicts of
+:class:`~x2sam_lightning.data.sources.ShardSource` nodes, each with its own ``_target_``.
+
+Every loader yields :class:`~x2sam_lightning.types.SegBatch`. Moving a batch to the device is
+``batch.to(device)``; this module's ``transfer_batch_to_device`` does that for SegBatch. Lightning prefers a
+DataModule's batch hooks over the LightningModule's (with a warning when both override one), so a
+LightningModule used with this DataModule needs no ``transfer_batch_to_device`` and must not rely on its
+own ``on_before_batch_transfer`` (this one counts consumed training batches for exact resume).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from x2sam_lightning.data.mixing import EvalBatchStream, MixedBatchLoader, MixedBatchStream, eval_loader
+from x2sam_lightning.data.shards import ClipSampler, OnError
+from x2sam_lightning.data.sources import ShardSource
+from x2sam_lightning.data.synthetic import ensure_synthetic
+from x2sam_lightning.types import SegBatch
+
+log = logging.getLogger(__name__)
+
+
+def _enabled(sources: Mapping[str, ShardSource | None] | None) -> dict[str, ShardSource]:
+    return {name: source for name, source in (sources or {}).items() if source is not None}
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Segmentation data: an endless temperature-mixed training stream, finite one-pass evaluation.
+
+    Args:
+        train_sources: name -> ShardSource for training (mixed by temperature); a None value is skipped.
+        val_sources: name -> ShardSource for validation (one loader each, in dict order).
+        test_sources: name -> ShardSource for testing (defaults to ``val_sources``).
+        batch_size: samples per image batch.
+        video_batch_size: samples per video batch.
+        num_workers: DataLoader workers (persistent when > 0).
+        image_size: model input side (longest side resized to it, padded to a square).
+        clip_length: frames per training clip.
+        clip_stride: step between clip frames (training and evaluation).
+        eval_max_frames: evaluation uses whole videos up to this many frames.
+        temperature: mixing temperature ``t`` (repeat factor ``max(1, sqrt(t / f_d))``).
+        seed: mixing / shuffling seed (independent of the global seed; identical on every rank).
+        shuffle_buffer: per-source training shuffle buffer (samples).
+        hflip_prob: training horizontal-flip probability (pixels and masks only; 0 for referring data).
+        on_error: ``"raise"`` or ``"skip"`` for bad training samples (evaluation always raises).
+        pin_memory: DataLoader ``pin_memory``.
+        synthetic: ``{"root": ..., **generate_synthetic kwargs}``: generate the synthetic sets there in
+            ``prepare_data`` unless they already exist with the same settings.
+    """
+
+    def __init__(
+        self,
+        train_sources: Mapping[str, ShardSource] | None = None,
+        val_sources: Mapping[str, ShardSource] | None = None,
+        test_sources: Mapping[str, ShardSource] | None = None,
+        batch_size: int = 8,
+        video_batch_size: int = 1,
+        num_workers: int = 0,
+        image_size: int = 128,
+        clip_length: int = 8,
+        clip_stride: int = 1,
+        eval_max_frames: int = 64,
+        temperature: float = 0.1,
+        seed: int = 0,
+        shuffle_buffer: int = 500,
+        hflip_prob: float = 0.0,
+        on_error: OnError = "raise",
+        pin_memory: bool = False,
+        synthetic: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # A source set to null in a config (``train_sources.synthetic_vid: null``) is switched off.
+        self.train_sources = _enabled(train_sources)
+        self.val_sources = _enabled(val_sources)
+        self.test_sources = _enabled(test_sources) if test_sources is not None else dict(self.val_sources)
+        self.batch_size, self.video_batch_size = int(batch_size), int(video_batch_size)
+        self.num_workers, self.image_size = int(num_workers), int(image_size)
+        self.clip_length, self.clip_stride, self.eval_max_frames = (
+            int(clip_length),
+            int(clip_stride),
+            int(eval_max_frames),
+        )
+        self.temperature, self.seed, self.shuffle_buffer = float(temperature), int(seed), int(shuffle_buffer)
+        self.hflip_prob, self.on_error, self.pin_memory = float(hflip_prob), on_error, bool(pin_memory)
+        self.synthetic = None if synthetic is None else dict(synthetic)
+        if self.synthetic is not None and "root" not in self.synthetic:
+            raise ValueError("SegDataModule(synthetic=...) needs a 'root' folder")
+        self._train_loader: MixedBatchLoader | None = None
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic data on first use (rank 0 only; a no-op when it is already there)."""
+        if self.synthetic is not None:
+            options = dict(self.synthetic)
+            ensure_synthetic(options.pop("root"), **options)
+
+    @property
+    def val_source_names(self) -> list[str]:
+        """Source name of each validation loader (``dataloader_idx`` -> name)."""
+        return list(self.val_sources)
+
+    @property
+    def test_source_names(self) -> list[str]:
+        return list(self.test_sources)
+
+    def train_dataloader(self) -> MixedBatchLoader:
+        if not self.train_sources:
+            raise ValueError("SegDataModule has no train_sources")
+        # A reloaded loader continues the source sequence of the previous one.
+        start = self._train_loader.batches_drawn if self._train_loader is not None else 0
+        stream = MixedBatchStream(
+            self.train_sources,
+            batch_size=self.batch_size,
+            video_batch_size=self.video_batch_size,
+            image_size=self.image_size,
+            clip_length=self.clip_length,
+            clip_stride=self.clip_stride,
+            temperature=self.temperature,
+            seed=self.seed,
+            shuffle_buffer=self.shuffle_buffer,
+            hflip_prob=self.hflip_prob,
+            on_error=self.on_error,
+            start_batch=start,
+        )
+        log.info("training mix: %s", {k: round(v, 4) for k, v in stream.probabilities.items()})
+        self._train_loader = MixedBatchLoader(
+            stream, num_workers=self.num_workers, pin_memory=self.pin_memory
+        )
+        return self._train_loader
+
+    def _eval_loaders(self, sources: Mapping[str, ShardSource]) -> list[DataLoader]:
+        clip = ClipSampler(self.clip_length, self.clip_stride, mode="all", max_frames=self.eval_max_frames)
+        return [
+            eval_loader(
+                EvalBatchStream(
+                    source,
+                    batch_size=self.batch_size,
+                    video_batch_size=self.video_batch_size,
+                    image_size=self.image_size,
+                    clip=clip,
+                ),
+                # More workers than shards would leave workers idle; each worker reads its own shards.
+                num_workers=min(self.num_workers, len(source.urls)),
+                pin_memory=self.pin_memory,
+            )
+            for source in sources.values()
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """One finite, ordered loader per validation source (see :attr:`val_source_names`)."""
+        return self._eval_loaders(self.val_sources)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sources)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count training batches that reach the step (Lightning fetches one ahead; resume needs the
+        consumed count, see :class:`MixedBatchLoader`)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.mark_consumed()
+        return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, SegBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)

@@ -1,0 +1,209 @@
+"""Reading shards back: round trip of masks, clip cutting, and a named error for each bad sample."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from x2sam_lightning.data import synthetic
+from x2sam_lightning.data.schema import SampleError, validate_index, validate_sample
+from x2sam_lightning.data.shards import ClipSampler, decode_sample, iter_raw_samples, iter_source
+from x2sam_lightning.data.sources import ShardSource
+from x2sam_lightning.data.transforms import ResizePadNormalize
+
+
+def test_png_round_trip_masks_equal_generated(tiny_root, tiny_kwargs):
+    cfg = synthetic.SyntheticConfig(**tiny_kwargs)
+    source = ShardSource("img", tiny_root / "synthetic_img-train.index.json")
+    seen = 0
+    for raw in iter_raw_samples(source.urls, train=False):
+        clip = decode_sample(raw, ClipSampler(mode="first"))
+        index = int(clip.key.split("/")[1])
+        sample, png, masks = synthetic.make_image_sample(index, "train", cfg)
+        assert clip.sample == sample
+        assert np.array_equal(clip.frames[0], np.asarray(Image.open(io.BytesIO(png))))
+        assert np.array_equal(clip.masks[:, 0], np.stack(masks))
+        assert clip.labels.tolist() == [o["category_id"] - 1 for o in sample["objects"]]
+        seen += 1
+    assert seen == source.num_samples == 12
+
+
+def test_video_clip_masks_match_generated_frames(tiny_root, tiny_kwargs):
+    cfg = synthetic.SyntheticConfig(**tiny_kwargs)
+    source = ShardSource("vid", tiny_root / "synthetic_vid-train.index.json")
+    raw = next(iter(iter_raw_samples(source.urls, train=False)))
+    clip = decode_sample(raw, ClipSampler(length=3, stride=2, mode="random"), np.random.default_rng(1))
+    start = clip.frame_indices[0]
+    assert clip.frame_indices == [start, start + 2, start + 4] and clip.frames.shape == (3, 64, 64, 3)
+    _, _, tracks = synthetic.make_video_sample(int(clip.key.split("/")[1]), "train", cfg)
+    for n, object_id in enumerate(clip.object_ids.tolist()):
+        for t, frame in enumerate(clip.frame_indices):
+            expected = tracks[object_id - 1][frame]
+            assert clip.valid[n, t] == (expected is not None)
+            assert np.array_equal(
+                clip.masks[n, t], expected if expected is not None else np.zeros((64, 64), bool)
+            )
+
+
+def test_clip_sampler_modes():
+    rng = np.random.default_rng(0)
+    assert ClipSampler(4, 1, "first")(10) == [0, 1, 2, 3]
+    assert ClipSampler(4, 2, "all", max_frames=3)(10) == [0, 2, 4]
+    assert ClipSampler(4, 3, "random")(5, rng) == [0, 3]  # shorter than one clip: all frames at stride
+    starts = {ClipSampler(4, 1, "random")(10, rng)[0] for _ in range(200)}
+    assert starts == set(range(7))
+    assert ClipSampler(8)(1, rng) == [0]  # an image
+
+
+def test_transform_resizes_pads_and_normalises():
+    frames = np.full((2, 40, 80, 3), 255, dtype=np.uint8)
+    masks = np.zeros((1, 2, 40, 80), dtype=bool)
+    masks[0, :, 10:20, 40:80] = True
+    clip = _clip(frames, masks)
+    out = ResizePadNormalize(image_size=64)(clip)
+    assert out.pixel_values.shape == (2, 3, 64, 64) and out.image_size == (32, 64)
+    assert out.original_size == (40, 80)
+    white = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    assert np.allclose(out.pixel_values[0, :, 0, 0].numpy(), white, atol=1e-5)
+    assert out.pixel_values[:, :, 32:].abs().max() == 0  # padding below the content
+    assert out.targets.masks.shape == (1, 2, 64, 64) and out.targets.masks.dtype == torch_bool()
+    # Scale 0.8: rows 10:20 -> 8:16, columns 40:80 -> 32:64.
+    assert out.targets.masks[0, 0].sum() == 8 * 32 and out.targets.masks[0, 0, 8:16, 32:].all()
+    flipped = ResizePadNormalize(image_size=64, hflip_prob=1.0)(clip, np.random.default_rng(0))
+    assert flipped.targets.masks[0, 0, 8:16, :32].all() and flipped.targets.masks[0, 0].sum() == 8 * 32
+
+
+def torch_bool():
+    import torch
+
+    return torch.bool
+
+
+def _clip(frames, masks):
+    from x2sam_lightning.data.shards import DecodedClip
+
+    n, t = masks.shape[:2]
+    return DecodedClip(
+        frames=frames,
+        masks=masks,
+        valid=np.ones((n, t), bool),
+        labels=np.zeros(n, np.int64),
+        object_ids=np.arange(1, n + 1),
+        iscrowd=np.zeros(n, bool),
+        frame_indices=list(range(t)),
+        sample={"task": "vid_genseg", "objects": [{"id": i + 1, "masks": []} for i in range(n)]},
+        categories=[],
+        key="k/1",
+        url="mem",
+    )
+
+
+# ----------------------------------------------------------------------------------------- bad samples
+def _good_image_sample(size: int = 64) -> tuple[dict, bytes]:
+    cfg = synthetic.SyntheticConfig(image_size=size)
+    sample, png, _ = synthetic.make_image_sample(0, "train", cfg)
+    return sample, png
+
+
+def _write_tar(path, members: dict[str, bytes], key: str = "broken/0000001") -> str:
+    with wds.TarWriter(str(path), encoder=False) as writer:
+        writer.write({"__key__": key, **members})
+    return str(path)
+
+
+def _bad_cases(tmp_path):
+    sample, png = _good_image_sample()
+    video_json, mp4, _ = synthetic.make_video_sample(
+        0, "train", synthetic.SyntheticConfig(image_size=64, frames=4)
+    )
+    js = json.dumps(sample).encode()
+    bad_rle = json.loads(js)
+    bad_rle["objects"][0]["masks"][0]["size"] = [32, 32]
+    small_png = io.BytesIO()
+    Image.new("RGB", (32, 48)).save(small_png, format="PNG")
+    too_long = json.loads(json.dumps(video_json)) | {"num_frames": 9, "frame_times": [0.0] * 9}
+    for obj in too_long["objects"]:
+        obj["masks"] = obj["masks"] + [None] * 5
+    return {
+        "missing json": ({"png": png}, "image", "missing the 'json' member"),
+        "missing media": ({"json": js}, "image", "missing image media"),
+        "corrupt png": ({"json": js, "png": png[:60] + b"garbage" * 5}, "image", "cannot decode png"),
+        "corrupt mp4": (
+            {"json": json.dumps(video_json).encode(), "mp4": mp4[:50] + b"\x00" * 200},
+            "video",
+            "cannot decode mp4",
+        ),
+        "mask size": ({"json": json.dumps(bad_rle).encode(), "png": png}, "image", "RLE size [32, 32]"),
+        "media size": ({"json": js, "png": small_png.getvalue()}, "image", "media size [48, 32]"),
+        "short video": ({"json": json.dumps(too_long).encode(), "mp4": mp4}, "video", "video has 4 frames"),
+        "bad json": ({"json": b"{not json", "png": png}, "image", "not valid json"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing json",
+        "missing media",
+        "corrupt png",
+        "corrupt mp4",
+        "mask size",
+        "media size",
+        "short video",
+        "bad json",
+    ],
+)
+def test_bad_sample_error_names_shard_and_key(tmp_path, case):
+    members, modality, problem = _bad_cases(tmp_path)[case]
+    url = _write_tar(tmp_path / "bad-000000.tar", members)
+    source = ShardSource("bad", urls=[url], num_samples=1, task=f"{modality[:3]}_genseg", modality=modality)
+    stream = iter_source(source, ResizePadNormalize(64), ClipSampler(4, mode="first"), train=False)
+    with pytest.raises(SampleError) as info:
+        list(stream)
+    message = str(info.value)
+    assert url in message and "broken/0000001" in message and problem in message
+    assert info.value.url == url and info.value.key == "broken/0000001"
+
+
+def test_skip_mode_logs_and_continues(tmp_path, caplog):
+    sample, png = _good_image_sample()
+    url = str(tmp_path / "mixed-000000.tar")
+    with wds.TarWriter(url, encoder=False) as writer:
+        writer.write({"__key__": "mixed/0000001", "png": png})  # no json
+        writer.write({"__key__": "mixed/0000002", "json": json.dumps(sample).encode(), "png": png})
+    source = ShardSource("mixed", urls=[url], num_samples=2, task="img_genseg", modality="image")
+    with caplog.at_level(logging.WARNING):
+        out = list(iter_source(source, ResizePadNormalize(64), ClipSampler(), train=False, on_error="skip"))
+    assert [s.key for s in out] == ["mixed/0000002"] and out[0].source == "mixed"
+    assert "mixed/0000001" in caplog.text and url in caplog.text
+
+
+def test_schema_rejects_bad_records():
+    sample, _ = _good_image_sample()
+    with pytest.raises(SampleError, match="has 2 masks for num_frames 1"):
+        validate_sample(
+            {**sample, "objects": [{**sample["objects"][0], "masks": [None, None]}]}, url="u", key="k"
+        )
+    with pytest.raises(SampleError, match="unsupported schema 2"):
+        validate_sample({**sample, "schema": 2}, url="u", key="k")
+    with pytest.raises(SampleError, match="lacks required key 'height'"):
+        validate_sample({k: v for k, v in sample.items() if k != "height"}, url="u", key="k")
+    with pytest.raises(SampleError, match="'num_frames' should be int"):
+        validate_sample({**sample, "num_frames": "1"}, url="u", key="k")
+    index = {
+        "schema": 1,
+        "dataset": "d",
+        "split": "train",
+        "task": "img_genseg",
+        "modality": "image",
+        "num_samples": 3,
+        "shards": [{"url": "d-train-000000.tar", "num_samples": 2}],
+    }
+    with pytest.raises(SampleError, match="shards hold 2 samples but num_samples is 3"):
+        validate_index(index, path="d-train.index.json")
