@@ -331,11 +331,14 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
     """Encode ``[T, H, W, 3]`` uint8 RGB frames as an H.264 mp4 in memory (one thread: deterministic)."""
     av = require("av")
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
+    # bitexact: no encoder version string, and a zero creation time instead of the wall clock in the
+    # mp4 header, so the same frames always give the same bytes.
+    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        container.metadata["creation_time"] = "1970-01-01T00:00:00Z"
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "17", "preset": "veryfast", "threads": "1"}
+        stream.options = {"crf": "17", "preset": "veryfast", "threads": "1", "flags": "+bitexact"}
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
