@@ -161,6 +161,10 @@ class SegDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders(self.test_sources)
 
+    def predict_dataloader(self) -> list[DataLoader]:
+        """``predict`` reads the test sources (whole videos, no shuffling)."""
+        return self._eval_loaders(self.test_sources)
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count training batches that reach the step (Lightning fetches one ahead; resume needs the
         consumed count, see :class:`MixedBatchLoader`)."""

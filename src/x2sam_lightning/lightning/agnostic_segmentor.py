@@ -42,8 +42,6 @@ class AgnosticSegmentor(L.LightningModule):
         criterion: ``models.criterion.SetCriterion``; its ``weight_dict`` weights the ``loss_*`` terms.
         optimizer: partial optimiser (Hydra ``_partial_: true``) called with parameter groups.
         scheduler: partial scheduler called with ``(optimizer, total_steps=...)``; stepped every step.
-        freeze_mask_encoder: the paper freezes the pretrained SAM2.1 encoder in stage 1. The embedded
-            tiny default has no pretrained encoder, so its preset trains it (``false``).
         lr_overrides: ``{parameter-name prefix: lr}``, e.g. a lower rate for ``segmentor.mask_encoder``.
         weight_decay: AdamW weight decay for weights (not norms, biases, embeddings).
         top_k: detections kept per sample for evaluation (AR@100 needs 100 only if Q >= 100).
@@ -57,17 +55,19 @@ class AgnosticSegmentor(L.LightningModule):
         criterion: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        freeze_mask_encoder: bool = True,
         lr_overrides: Mapping[str, float] | None = None,
         weight_decay: float = 0.05,
         top_k: int = 100,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["mask_encoder", "pixel_decoder", "mask_decoder", "criterion"])
+        # Built modules and the optimiser/scheduler partials stay out of hparams: checkpoints then hold
+        # only plain values and load with torch.load(weights_only=True), as Lightning resumes them.
+        self.save_hyperparameters(
+            ignore=["mask_encoder", "pixel_decoder", "mask_decoder", "criterion", "optimizer", "scheduler"]
+        )
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.segmentor = Segmentor(mask_encoder, pixel_decoder, mask_decoder)
         self.criterion = criterion
-        if freeze_mask_encoder:
-            mask_encoder.freeze()
         self.val_metric = MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
         self.test_metric = MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
         self._test_sources: list[str] = []
@@ -81,8 +81,7 @@ class AgnosticSegmentor(L.LightningModule):
     def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
         outputs = self(batch.pixel_values)
         losses = self.criterion(outputs, class_agnostic(batch.targets))
-        weighted = self.criterion.weight(losses)
-        loss = sum(weighted.values())
+        loss = self.criterion.weighted(losses)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
         for name, value in losses.items():
             if name.count("_") == 1:  # final-layer terms only; aux terms end in _<layer>
@@ -96,9 +95,7 @@ class AgnosticSegmentor(L.LightningModule):
                 f"'{batch.source}' gives clips of T={batch.num_frames}. Video AP is a vid_* metric."
             )
         outputs = self(batch.pixel_values)
-        detections = instance_postprocess(
-            outputs, image_sizes=batch.image_sizes, output_sizes=batch.image_sizes, top_k=self.hparams.top_k
-        )
+        detections = self._postprocess(outputs, batch, output_sizes=batch.image_sizes)
         targets = []
         for target, (h, w) in zip(batch.targets, batch.image_sizes.tolist()):
             keep = target.valid[:, 0]
@@ -137,17 +134,21 @@ class AgnosticSegmentor(L.LightningModule):
 
     def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class-agnostic proposals per sample at the source resolution (see ``inference.writer``)."""
-        outputs = self(batch.pixel_values)
-        detections = instance_postprocess(
-            outputs,
-            image_sizes=batch.image_sizes,
-            output_sizes=batch.original_sizes,
-            top_k=self.hparams.top_k,
-        )
+        detections = self._postprocess(self(batch.pixel_values), batch, output_sizes=batch.original_sizes)
         return [
             {"key": key, "source": batch.source, "task": task, **det}
             for key, task, det in zip(batch.keys, batch.tasks, detections)
         ]
+
+    def _postprocess(self, outputs: dict[str, Any], batch: SegBatch, output_sizes: Tensor) -> list[dict]:
+        return instance_postprocess(
+            outputs["pred_logits"],
+            outputs["pred_masks"],
+            image_sizes=batch.image_sizes,
+            original_sizes=output_sizes,
+            padded_size=tuple(batch.pixel_values.shape[-2:]),
+            top_k=self.hparams.top_k,
+        )
 
     def test_tasks(self) -> dict[str, str]:
         """The results table's rows: source name -> task of what ``test`` scored."""
@@ -157,23 +158,18 @@ class AgnosticSegmentor(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = param_groups(self, self._base_lr(), self.hparams.weight_decay, self.hparams.lr_overrides)
-        optimizer = self.hparams.optimizer(params=groups)
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         total = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.hparams.scheduler(optimizer, total_steps=total)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _base_lr(self) -> float:
-        keywords = getattr(self.hparams.optimizer, "keywords", {})
+        keywords = getattr(self.optimizer_factory, "keywords", {})
         if "lr" not in keywords:
             raise ValueError("the optimizer config must set lr (e.g. model.optimizer.lr=1e-4)")
         return float(keywords["lr"])
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, SegBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[STAGE1_FORMAT] = stage1_metadata(self)
