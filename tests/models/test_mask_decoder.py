@@ -1,0 +1,96 @@
+"""MaskDecoder: output contract, masked-attention rule, the stage-2 condition slot."""
+
+import torch
+
+from x2sam_lightning.models.mask_decoder import CosineClassScorer, MaskDecoder
+
+
+def _inputs(n: int = 2, dim: int = 64):
+    g = torch.Generator().manual_seed(0)
+    features = [torch.randn(n, dim, s, s, generator=g) for s in (4, 8, 16)]
+    return features, torch.randn(n, dim, 16, 16, generator=g)
+
+
+def _decoder(**kwargs) -> MaskDecoder:
+    torch.manual_seed(0)
+    args = dict(
+        in_channels=64, hidden_dim=64, mask_dim=64, num_queries=5, num_layers=3, num_heads=4, ffn_dim=128
+    )
+    args.update(kwargs)
+    return MaskDecoder(**args)
+
+
+def test_output_contract():
+    decoder = _decoder(num_classes=3)
+    out = decoder(*_inputs())
+    assert out["pred_logits"].shape == (2, 5, 4)
+    assert out["pred_masks"].shape == (2, 5, 16, 16)
+    assert len(out["aux_outputs"]) == 3
+    for aux in out["aux_outputs"]:
+        assert aux["pred_logits"].shape == (2, 5, 4) and aux["pred_masks"].shape == (2, 5, 16, 16)
+    assert torch.isfinite(out["pred_masks"]).all()
+
+
+def test_input_projection_when_widths_differ():
+    decoder = _decoder(in_channels=32)
+    features = [torch.randn(1, 32, s, s) for s in (4, 8, 16)]
+    assert decoder(features, torch.randn(1, 64, 16, 16))["pred_masks"].shape == (1, 5, 16, 16)
+
+
+def test_attention_mask_follows_previous_mask_and_empty_masks_see_everything():
+    decoder = _decoder(num_queries=2)
+    last = decoder.mask_embed.layers[-1]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():
+        last.bias.zero_()
+        last.bias[0] = 1.0
+    mask_features = torch.zeros(1, 64, 4, 4)
+    mask_features[0, 0, :, :2] = 10.0  # left half: foreground for every query
+    mask_features[0, 0, :, 2:] = -10.0
+    queries = torch.zeros(1, 2, 64)
+    _, masks, blocked = decoder._predict(queries, mask_features, (4, 4), None, None)
+    assert blocked.shape == (4 * 1, 2, 16)  # heads * N, Q, h * w
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[:, 2:] = True
+    assert torch.equal(blocked[0, 0].view(4, 4), expected)
+    # Every pixel below threshold: Mask2Former lets the query attend everywhere instead of nowhere.
+    _, _, blocked = decoder._predict(queries, -mask_features.abs(), (4, 4), None, None)
+    assert not blocked.any()
+
+
+def test_condition_attention_is_identity_at_init():
+    decoder = _decoder(condition_dim=32).eval()
+    features, mask_features = _inputs()
+    conditions = torch.randn(2, 3, 32)
+    plain = decoder(features, mask_features)
+    conditioned = decoder(features, mask_features, conditions, torch.tensor([[False, False, True]] * 2))
+    torch.testing.assert_close(conditioned["pred_masks"], plain["pred_masks"])
+    # ...but it is trainable: its output projection receives gradient.
+    conditioned = decoder(features, mask_features, conditions)
+    conditioned["pred_masks"].sum().backward()
+    assert decoder.layers[0].condition_attn.attn.out_proj.weight.grad.abs().sum() > 0
+
+
+def test_cosine_class_scorer():
+    decoder = _decoder(condition_dim=64, class_head="cosine")
+    features, mask_features = _inputs()
+    conditions = torch.randn(2, 4, 64)
+    padding = torch.tensor([[False, False, False, True], [False, True, True, True]])
+    logits = decoder(features, mask_features, conditions, padding)["pred_logits"]
+    assert logits.shape == (2, 5, 5)
+    real = logits[..., :4][~padding[:, None, :].expand(-1, 5, -1)]
+    assert real.abs().max() <= 50.0
+    assert (logits[0, :, 3] == -1e4).all() and (logits[1, :, 1:4] == -1e4).all()
+
+
+def test_cosine_scorer_clamps_and_scales():
+    scorer = CosineClassScorer(8, init_logit_scale=10.0)
+    with torch.no_grad():
+        scorer.query_proj.weight.copy_(torch.eye(8))
+        scorer.query_proj.bias.zero_()
+    queries = torch.eye(8)[None, :2]  # two unit queries
+    conditions = torch.stack([torch.eye(8)[0], -torch.eye(8)[0], torch.eye(8)[1] * 3])[None]
+    logits = scorer(queries, conditions)
+    # cos = +1 / -1 -> clamped to +-50; orthogonal -> 0.
+    torch.testing.assert_close(logits[0, 0, :3], torch.tensor([50.0, -50.0, 0.0]))
+    torch.testing.assert_close(logits[0, 1, :3], torch.tensor([0.0, 0.0, 50.0]))
