@@ -1,0 +1,116 @@
+"""Mask AP against pycocotools COCOeval ``segm`` (fixtures from reference/make_mask_ap_fixtures.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.distributed import run_distributed
+
+from x2sam_lightning.metrics.mask_ap import MaskAP
+
+mask_utils = pytest.importorskip("pycocotools.mask")
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "metrics" / "mask_ap.json"
+DATA = json.loads(FIXTURE.read_text())
+CASES = {case["name"]: case for case in DATA["cases"]}
+
+
+def _masks(rles: list[dict]) -> torch.Tensor:
+    if not rles:
+        return torch.zeros(0, DATA["height"], DATA["width"], dtype=torch.bool)
+    return torch.from_numpy(np.stack([mask_utils.decode(r) for r in rles]).astype(bool))
+
+
+def _inputs(images: list[dict]) -> tuple[list[dict], list[dict]]:
+    preds = [
+        {
+            "masks": _masks(img["det"]),
+            "scores": torch.tensor(img["det_scores"], dtype=torch.float64),
+            "labels": torch.tensor(img["det_labels"], dtype=torch.long),
+        }
+        for img in images
+    ]
+    target = [
+        {
+            "masks": _masks(img["gt"]),
+            "labels": torch.tensor(img["gt_labels"], dtype=torch.long),
+            "iscrowd": torch.tensor(img["gt_iscrowd"], dtype=torch.long),
+        }
+        for img in images
+    ]
+    return preds, target
+
+
+def _check(out: dict, expected: dict) -> None:
+    for key, value in expected.items():
+        assert float(out[key]) == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_cocoeval(name: str) -> None:
+    case = CASES[name]
+    metric = MaskAP(class_agnostic=case.get("class_agnostic", False))
+    preds, target = _inputs(case["images"])
+    for i in range(0, len(preds), 3):  # several batches
+        metric.update(preds[i : i + 3], target[i : i + 3])
+    _check(metric.compute(), case["expected"])
+
+
+def test_other_detection_limits() -> None:
+    """AP at maxDets 300 equals AP at 100 when no image has more than 100 detections; AR@k is monotone."""
+    preds, target = _inputs(CASES["random_batch"]["images"])
+    metric = MaskAP(max_detection_thresholds=(10, 5, 300), class_agnostic=True)
+    metric.update(preds, target)
+    out = metric.compute()
+    assert float(out["map"]) == pytest.approx(CASES["random_batch_agnostic"]["expected"]["map"], abs=1e-6)
+    assert float(out["mar_10"]) == pytest.approx(
+        CASES["random_batch_agnostic"]["expected"]["mar_10"], abs=1e-6
+    )
+    assert float(out["mar_5"]) <= float(out["mar_10"]) <= float(out["mar_300"])
+
+
+def test_matmul_path_equals_bit_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accelerator path (0/1 float matmul) gives the same integers as the CPU bit-count path."""
+    from x2sam_lightning.metrics.functional.mask_ap import _mask_ap_update
+
+    gen = torch.Generator().manual_seed(0)
+    preds, target = torch.rand(7, 33, 41, generator=gen) > 0.6, torch.rand(3, 33, 41, generator=gen) > 0.4
+    bits = _mask_ap_update(preds, target)
+    monkeypatch.delattr(np, "bitwise_count")
+    for a, b in zip(bits, _mask_ap_update(preds, target)):
+        assert torch.equal(a, b)
+
+
+def _two_process(rank: int, world_size: int) -> dict:
+    out = {}
+    for name in ("random_batch", "random_batch_agnostic"):
+        metric = MaskAP(class_agnostic=CASES[name].get("class_agnostic", False))
+        preds, target = _inputs(CASES[name]["images"])
+        metric.update(preds[rank::world_size], target[rank::world_size])
+        out[name] = {k: float(v) for k, v in metric.compute().items()}
+    return out
+
+
+def test_two_processes_match_one() -> None:
+    for out in run_distributed(_two_process, world_size=2):
+        for name, values in out.items():
+            _check(values, CASES[name]["expected"])
+
+
+def _reference_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fixtures_match_installed_pycocotools() -> None:
+    """The stored numbers are what the installed pycocotools COCOeval gives."""
+    make = _reference_script("make_mask_ap_fixtures")
+    for case in DATA["cases"]:
+        assert json.loads(json.dumps(make.score(case))) == case["expected"], case["name"]

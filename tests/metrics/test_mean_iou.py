@@ -1,0 +1,77 @@
+"""mIoU against the VSPW and detectron2 scorers (fixtures from reference/make_mean_iou_fixtures.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.distributed import run_distributed
+
+from x2sam_lightning.metrics.functional.mean_iou import mean_iou
+from x2sam_lightning.metrics.mean_iou import MeanIoU
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "metrics" / "mean_iou.json"
+DATA = json.loads(FIXTURE.read_text())
+CASES = {case["name"]: case for case in DATA["cases"]}
+C, IGNORE = DATA["num_classes"], DATA["ignore_index"]
+
+
+def _check(out: dict, expected: dict) -> None:
+    for key in ("miou", "pacc", "macc", "fwiou"):
+        assert float(out[key]) == pytest.approx(expected[key], abs=1e-6), key
+    for got, want in zip(torch.as_tensor(out["iou_per_class"]).tolist(), expected["iou_per_class"]):
+        assert math.isnan(got) if want is None else got == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_reference(name: str) -> None:
+    case = CASES[name]
+    preds, target = torch.tensor(case["preds"]), torch.tensor(case["target"])
+    _check(mean_iou(preds, target, C, IGNORE), case["expected"])
+    metric = MeanIoU(C, ignore_index=IGNORE)
+    for p, t in zip(preds, target):  # one frame per update
+        metric.update(p, t)
+    _check(metric.compute(), case["expected"])
+
+
+def test_rejects_out_of_range_predictions() -> None:
+    with pytest.raises(ValueError, match="predicted classes"):
+        mean_iou(torch.tensor([C]), torch.tensor([0]), C)
+
+
+def _two_process(rank: int, world_size: int) -> dict:
+    case = CASES["random_batch"]
+    metric = MeanIoU(C, ignore_index=IGNORE)
+    metric.update(
+        torch.tensor(case["preds"])[rank::world_size], torch.tensor(case["target"])[rank::world_size]
+    )
+    return {k: v.tolist() for k, v in metric.compute().items()}
+
+
+def test_two_processes_match_one() -> None:
+    for out in run_distributed(_two_process, world_size=2):
+        _check(out, CASES["random_batch"]["expected"])
+
+
+def _reference_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.reference
+def test_fixtures_match_the_official_scorer() -> None:
+    """Re-score the stored cases with the VSPW_code and detectron2 checkout(s) named by X2SAM_VSPW_CODE, X2SAM_DETECTRON2."""
+    roots = [os.environ.get(name) for name in ["X2SAM_VSPW_CODE", "X2SAM_DETECTRON2"]]
+    if not all(roots):
+        pytest.skip("set X2SAM_VSPW_CODE and X2SAM_DETECTRON2 to the official checkout(s)")
+    make = _reference_script("make_mean_iou_fixtures")
+    vspw, d2 = make.load_vspw_evaluator(Path(roots[0])), make.load_detectron2_evaluator(Path(roots[1]))
+    for case in DATA["cases"]:
+        assert json.loads(json.dumps(make.score(vspw, d2, case))) == case["expected"], case["name"]

@@ -1,0 +1,73 @@
+"""mVC8 / mVC16 against VSPW's VC_perclip.py (fixtures from reference/make_video_consistency_fixtures.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.distributed import run_distributed
+
+from x2sam_lightning.metrics.functional.video_consistency import video_consistency
+from x2sam_lightning.metrics.video_consistency import VideoConsistency
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "metrics" / "video_consistency.json"
+DATA = json.loads(FIXTURE.read_text())
+CASES = {case["name"]: case for case in DATA["cases"]}
+
+
+def _videos(case: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.tensor(v["pred"]), torch.tensor(v["target"])) for v in case["videos"]]
+
+
+def _check(out: dict, expected: dict) -> None:
+    for key, want in expected.items():
+        if want is None:
+            assert math.isnan(float(out[key])), key
+        else:
+            assert float(out[key]) == pytest.approx(want, abs=1e-6), key
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_vspw(name: str) -> None:
+    case = CASES[name]
+    _check(video_consistency(_videos(case), DATA["windows"]), case["expected"])
+    metric = VideoConsistency(DATA["windows"])
+    for preds, target in _videos(case):
+        metric.update(preds, target)
+    _check(metric.compute(), case["expected"])
+
+
+def _two_process(rank: int, world_size: int) -> dict:
+    metric = VideoConsistency(DATA["windows"])
+    for preds, target in _videos(CASES["random_set"])[rank::world_size]:
+        metric.update(preds, target)
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def test_two_processes_match_one() -> None:
+    for out in run_distributed(_two_process, world_size=2):
+        _check(out, CASES["random_set"]["expected"])
+
+
+def _reference_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.reference
+def test_fixtures_match_the_official_scorer() -> None:
+    """Re-score the stored cases with the VSPW_code checkout(s) named by X2SAM_VSPW_CODE."""
+    roots = [os.environ.get(name) for name in ["X2SAM_VSPW_CODE"]]
+    if not all(roots):
+        pytest.skip("set X2SAM_VSPW_CODE to the official checkout(s)")
+    make = _reference_script("make_video_consistency_fixtures")
+    get_common = make.load_get_common(Path(roots[0]))
+    for case in DATA["cases"]:
+        assert json.loads(json.dumps(make.score(get_common, case))) == case["expected"], case["name"]
