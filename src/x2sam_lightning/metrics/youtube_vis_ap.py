@@ -1,0 +1,112 @@
+"""YouTube-VIS video AP / AP50 with the real video protocol (whole-track IoU), for vid_genseg / vid_ovseg."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from x2sam_lightning.metrics.functional.video_ap import (
+    COCO_AREA_RANGES,
+    DET_ROW_WIDTH,
+    YTVIS_AREA_RANGES,
+    _ap_compute,
+    _ap_update,
+)
+
+
+class YouTubeVISAveragePrecision(Metric):
+    """Video mask AP as ``youtubevos/cocoapi`` ``ytvoseval.py::YTVOSeval`` computes it.
+
+    A predicted track matches a ground-truth track of its category by the IoU summed over all frames
+    (sum of intersections / sum of unions), not frame by frame; track areas (for the small / medium /
+    large split at 128² and 256²) are the mean area over the frames where the track is non-empty; at
+    most 100 tracks per video and category count. Matching happens per video in ``update``; the states
+    hold one row per (detection, area range) and the per-category ground-truth counts, gathered across
+    processes for the final ``accumulate``.
+
+    Example:
+        >>> metric = YouTubeVISAveragePrecision()
+        >>> metric.update(pred_masks, pred_scores, pred_labels, gt_masks, gt_labels, video_id=7)
+        >>> metric.compute()["AP"]
+
+    Args:
+        kwargs: passed to ``torchmetrics.Metric``.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    #: image subclasses switch to the COCO area ranges and crowd rule
+    area_ranges: tuple[tuple[float, float], ...] = YTVIS_AREA_RANGES
+    crowd_by_detection: bool = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("det_rows", default=[], dist_reduce_fx="cat")
+        self.add_state("gt_rows", default=[], dist_reduce_fx="cat")
+        self._num_updates = 0
+
+    def update(
+        self,
+        pred_masks: Tensor,
+        pred_scores: Tensor,
+        pred_labels: Tensor,
+        gt_masks: Tensor,
+        gt_labels: Tensor,
+        gt_iscrowd: Tensor | None = None,
+        video_id: int | None = None,
+    ) -> None:
+        """Add one video.
+
+        Args:
+            pred_masks: ``(D, T, H, W)`` bool predicted tracks (all frames of the video).
+            pred_scores: ``(D,)`` confidences.
+            pred_labels: ``(D,)`` category ids.
+            gt_masks: ``(G, T, H, W)`` bool ground-truth tracks; an all-zero frame means the object is
+                absent there.
+            gt_labels: ``(G,)`` category ids.
+            gt_iscrowd: optional ``(G,)`` bool crowd flags.
+            video_id: the dataset's video id. Detections of exactly equal score in different videos are
+                ranked in video-id order, as the official scorer does; without it, in update order.
+        """
+        key = self._num_updates if video_id is None else int(video_id)
+        self._num_updates += 1
+        det, gts = _ap_update(
+            pred_masks,
+            pred_scores,
+            pred_labels,
+            gt_masks,
+            gt_labels,
+            gt_iscrowd,
+            video_key=key,
+            area_ranges=self.area_ranges,
+            crowd_by_detection=self.crowd_by_detection,
+        )
+        self.det_rows.append(det.to(self.device))
+        self.gt_rows.append(gts.to(self.device))
+
+    def compute(self) -> dict[str, Tensor]:
+        """``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``, ``AR100``, ``ARs``,
+        ``ARm``, ``ARl`` in 0-1 (-1 where there is nothing to evaluate, as the official summary)."""
+        return _ap_compute(_rows(self.det_rows, DET_ROW_WIDTH), _rows(self.gt_rows, 3), len(self.area_ranges))
+
+
+def _rows(state: list[Tensor] | Tensor, width: int) -> Tensor:
+    # a list before synchronisation, one concatenated tensor after it
+    if isinstance(state, Tensor):
+        return state.reshape(-1, width)
+    return dim_zero_cat(state) if state else torch.zeros(0, width, dtype=torch.float64)
+
+
+class ImageMaskAveragePrecision(YouTubeVISAveragePrecision):
+    """COCO segm AP (``pycocotools`` ``COCOeval``) through the same machinery: images are 1-frame videos,
+    with COCO's area ranges (32², 96²) and its crowd IoU (intersection over the detection's area).
+
+    ``update`` takes ``(D, H, W)`` / ``(G, H, W)`` masks; ground-truth areas are mask areas (COCO's json
+    ``area`` of polygons differs slightly, which moves only APs/APm/APl).
+    """
+
+    area_ranges = COCO_AREA_RANGES
+    crowd_by_detection = True

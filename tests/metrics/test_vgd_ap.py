@@ -1,0 +1,103 @@
+"""Image VGD AP against pycocotools COCOeval (segm); fixture: reference/make_vgd_ap_fixtures.py.
+
+V-VGD AP is checked against ``ytvoseval`` in test_video_ap.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers.distributed import run_distributed
+
+from x2sam_lightning.metrics.functional.video_ap import AP_KEYS
+from x2sam_lightning.metrics.vgd_ap import ImageVGDAveragePrecision
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "metrics" / "vgd_ap_coco.json"
+
+
+def _unpack(obj: dict) -> torch.Tensor:
+    raw = zlib.decompress(base64.b64decode(obj["data"]))
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8).reshape(obj["shape"]).copy()).bool()
+
+
+def _inputs() -> tuple[dict, list[dict]]:
+    data = json.loads(FIXTURE.read_text())
+    inputs = [
+        {
+            "pred_masks": _unpack(img["pred"]),
+            "pred_scores": torch.tensor(img["scores"]),
+            "pred_labels": torch.tensor(img["labels"]),
+            "gt_masks": _unpack(img["gt"]),
+            "gt_labels": torch.tensor(img["gt_labels"]),
+            "gt_iscrowd": torch.tensor(img["iscrowd"]).bool(),
+            "video_id": i,
+        }
+        for i, img in enumerate(data["images"], start=1)
+    ]
+    return data, inputs
+
+
+def _assert_stats(result: dict, expected: list[float]) -> None:
+    for key, value in zip(AP_KEYS, expected):
+        assert result[key].item() == pytest.approx(value, abs=1e-6), key
+
+
+def test_matches_cocoeval_all_and_per_image():
+    data, inputs = _inputs()
+    metric = ImageVGDAveragePrecision()
+    for i, kwargs in enumerate(inputs, start=1):
+        metric.update(**kwargs)
+        one = ImageVGDAveragePrecision()
+        one.update(**kwargs)
+        _assert_stats(one.compute(), data["stats"][f"image_{i}"])
+    _assert_stats(metric.compute(), data["stats"]["all"])
+
+
+def _distributed_fn(rank: int, world_size: int) -> dict:
+    _, inputs = _inputs()
+    metric = ImageVGDAveragePrecision()
+    for i, kwargs in enumerate(inputs):
+        if i % world_size == rank:
+            metric.update(**kwargs)
+    return {k: v.item() for k, v in metric.compute().items()}
+
+
+def test_two_processes_match_one():
+    data, _ = _inputs()
+    results = run_distributed(_distributed_fn, world_size=2)
+    assert results[0] == results[1]
+    for key, value in zip(AP_KEYS, data["stats"]["all"]):
+        assert results[0][key] == pytest.approx(value, abs=1e-6)
+
+
+def _without_printed(obj):
+    """Drop the scorers' printed logs (they carry timings) before comparing fixtures."""
+    if isinstance(obj, dict):
+        return {k: _without_printed(v) for k, v in obj.items() if k != "printed"}
+    return obj
+
+
+@pytest.mark.reference
+def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
+    """Re-run pycocotools' COCOeval (the pip package; no checkout needed) and compare with the stored fixtures."""
+    import os
+    import sys
+
+    roots = {name: os.environ.get(name) for name in []}
+    if not all(roots.values()):
+        pytest.skip("set ")
+    sys.path.insert(0, str(Path(__file__).parent / "reference"))
+    ref = __import__("make_vgd_ap_fixtures")
+    monkeypatch.setattr(ref, "FIXTURES", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["make_vgd_ap_fixtures.py"])
+    ref.main()
+    for name in ["vgd_ap_coco.json"]:
+        fresh = json.loads((tmp_path / name).read_text())
+        stored = json.loads((Path(__file__).parents[1] / "fixtures" / "metrics" / name).read_text())
+        assert _without_printed(fresh) == _without_printed(stored), name
