@@ -114,7 +114,9 @@ def test_test_verb_writes_results_table(workdir, fitted):
 
 
 def test_predict_writes_rle_lines(workdir, fitted):
-    cfg = compose_run(workdir, "agnostic", "predict", f"ckpt_path={fitted}", "+trainer.limit_predict_batches=1")
+    cfg = compose_run(
+        workdir, "agnostic", "predict", f"ckpt_path={fitted}", "+trainer.limit_predict_batches=1"
+    )
     cli.run_predict(cfg)
     lines = (Path(cfg.paths.run_dir) / "predictions" / "predictions.rank0.jsonl").read_text().splitlines()
     record = json.loads(lines[0])

@@ -19,14 +19,19 @@ class _Net(nn.Module):
 
 def test_param_groups_split_lr_and_decay():
     net = _Net()
-    groups = {g["name"]: g for g in param_groups(net, lr=1e-4, weight_decay=0.05, lr_overrides={"encoder": 1e-5})}
+    groups = {
+        g["name"]: g for g in param_groups(net, lr=1e-4, weight_decay=0.05, lr_overrides={"encoder": 1e-5})
+    }
     assert set(groups) == {"encoder", "encoder/no_decay", "base", "base/no_decay"}
     assert groups["encoder"]["lr"] == 1e-5 and groups["encoder"]["weight_decay"] == 0.05
     assert groups["encoder/no_decay"]["weight_decay"] == 0.0  # linear bias + LayerNorm
     assert len(groups["encoder/no_decay"]["params"]) == 3
     assert groups["base"]["params"] == [net.decoder.weight]
     # decoder bias + query embedding, never the frozen layer
-    assert {id(p) for p in groups["base/no_decay"]["params"]} == {id(net.decoder.bias), id(net.queries.weight)}
+    assert {id(p) for p in groups["base/no_decay"]["params"]} == {
+        id(net.decoder.bias),
+        id(net.queries.weight),
+    }
 
 
 def test_param_groups_reject_fully_frozen_model():

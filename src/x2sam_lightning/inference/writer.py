@@ -48,7 +48,9 @@ class PredictionWriter(BasePredictionWriter):
                 masks = sample["masks"].cpu().numpy()
                 objects = [
                     {"score": float(score), "label": int(label), "masks": encode_track(track)}
-                    for score, label, track in zip(sample["scores"].tolist(), sample["labels"].tolist(), masks)
+                    for score, label, track in zip(
+                        sample["scores"].tolist(), sample["labels"].tolist(), masks
+                    )
                 ]
                 record = {k: sample[k] for k in ("key", "source", "task")}
                 handle.write(json.dumps({**record, "objects": objects}) + "\n")

@@ -49,14 +49,21 @@ def param_groups(
         key = (prefix, decay)
         if key not in groups:
             label = (prefix or "base") + ("" if decay else "/no_decay")
-            groups[key] = {"name": label, "params": [], "lr": group_lr, "weight_decay": weight_decay if decay else 0.0}
+            groups[key] = {
+                "name": label,
+                "params": [],
+                "lr": group_lr,
+                "weight_decay": weight_decay if decay else 0.0,
+            }
         groups[key]["params"].append(param)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return list(groups.values())
 
 
-def warmup_cosine_lambda(total_steps: int, warmup_ratio: float, min_lr_ratio: float) -> Callable[[int], float]:
+def warmup_cosine_lambda(
+    total_steps: int, warmup_ratio: float, min_lr_ratio: float
+) -> Callable[[int], float]:
     """Multiplier of the base lr: linear warm-up over ``warmup_ratio * total_steps``, then cosine to
     ``min_lr_ratio`` at ``total_steps`` (the paper: warm-up 3% then cosine)."""
     if total_steps <= 0:
