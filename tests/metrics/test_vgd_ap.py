@@ -36,9 +36,8 @@ def _inputs() -> tuple[dict, list[dict]]:
             "gt_masks": _unpack(img["gt"]),
             "gt_labels": torch.tensor(img["gt_labels"]),
             "gt_iscrowd": torch.tensor(img["iscrowd"]).bool(),
-            "video_id": i,
         }
-        for i, img in enumerate(data["images"], start=1)
+        for img in data["images"]
     ]
     return data, inputs
 
@@ -83,15 +82,10 @@ def _without_printed(obj):
     return obj
 
 
-@pytest.mark.reference
 def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
     """Re-run pycocotools' COCOeval (the pip package; no checkout needed) and compare with the stored fixtures."""
-    import os
     import sys
 
-    roots = {name: os.environ.get(name) for name in []}
-    if not all(roots.values()):
-        pytest.skip("set ")
     sys.path.insert(0, str(Path(__file__).parent / "reference"))
     ref = __import__("make_vgd_ap_fixtures")
     monkeypatch.setattr(ref, "FIXTURES", tmp_path)

@@ -4,15 +4,29 @@ Decision (see X-SAM ``xsam/evaluation/evaluators/img_vgdseg_evaluator.py``, whic
 VGD is scored as instance segmentation where the category of a prediction is the category of the object
 its visual prompt was drawn from. Every annotated object carries a prompt at evaluation time, so the
 ground truth is all annotated instances (tracks) with their categories, and a prediction for a prompt may
-match any instance of the prompted category. Images use COCO segm AP (X-SAM runs ``COCOeval``); videos
-use the YouTube-VIS track AP (whole-track IoU), since a V-VGD target is the full track of the prompted
-object. Point- and box-prompted results are reported separately: keep one metric per prompt type (e.g.
-a ``MetricCollection`` with prefixes ``point/`` and ``box/``).
+match any instance of the prompted category. Images use COCO segm AP (X-SAM runs ``COCOeval``; here
+:class:`MaskAP`, which runs it); videos use the YouTube-VIS track AP (whole-track IoU), since a V-VGD
+target is the full track of the prompted object. Point- and box-prompted results are reported separately:
+keep one metric per prompt type (e.g. a ``MetricCollection`` with prefixes ``point/`` and ``box/``).
 """
 
 from __future__ import annotations
 
-from x2sam_lightning.metrics.youtube_vis_ap import ImageMaskAveragePrecision, YouTubeVISAveragePrecision
+import torch
+from torch import Tensor
+
+from x2sam_lightning.metrics.functional.video_ap import AP_KEYS
+from x2sam_lightning.metrics.mask_ap import MaskAP
+from x2sam_lightning.metrics.youtube_vis_ap import YouTubeVISAveragePrecision
+
+# MaskAP's torchmetrics-style names -> the COCO summary names both VGD metrics report.
+_MASK_AP_KEYS = dict(
+    zip(
+        ("map", "map_50", "map_75", "map_small", "map_medium", "map_large")
+        + ("mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"),
+        AP_KEYS,
+    )
+)
 
 
 class VideoVGDAveragePrecision(YouTubeVISAveragePrecision):
@@ -24,9 +38,33 @@ class VideoVGDAveragePrecision(YouTubeVISAveragePrecision):
     """
 
 
-class ImageVGDAveragePrecision(ImageMaskAveragePrecision):
-    """Image VGD AP / AP50 (COCO-VGD): COCO segm AP on one predicted mask per prompt.
+class ImageVGDAveragePrecision(MaskAP):
+    """Image VGD AP / AP50 (COCO-VGD): COCO segm AP (pycocotools) on one predicted mask per prompt.
 
-    ``update(pred_masks (P, H, W), pred_scores (P,), pred_labels (P,), gt_masks (G, H, W), gt_labels
-    (G,), gt_iscrowd (G,))`` per image, ``pred_labels`` being the prompted objects' categories.
+    Same call as :class:`VideoVGDAveragePrecision`, one image per call, and the same result keys
+    (``AP``, ``AP50``, ... in COCO ``summarize`` order).
     """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_detection_thresholds=(1, 10, 100), **kwargs)
+
+    def update(
+        self,
+        pred_masks: Tensor,
+        pred_scores: Tensor,
+        pred_labels: Tensor,
+        gt_masks: Tensor,
+        gt_labels: Tensor,
+        gt_iscrowd: Tensor | None = None,
+    ) -> None:
+        """Add one image: ``pred_masks (P, H, W)`` bool, ``pred_labels`` = the prompted categories,
+        ``gt_masks (G, H, W)`` all annotated instances, optional ``gt_iscrowd (G,)``."""
+        iscrowd = torch.zeros_like(gt_labels) if gt_iscrowd is None else gt_iscrowd.long()
+        super().update(
+            [{"masks": pred_masks, "scores": pred_scores, "labels": pred_labels}],
+            [{"masks": gt_masks, "labels": gt_labels, "iscrowd": iscrowd}],
+        )
+
+    def compute(self) -> dict[str, Tensor]:
+        values = super().compute()
+        return {name: values[key] for key, name in _MASK_AP_KEYS.items()}

@@ -8,7 +8,6 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from x2sam_lightning.metrics.functional.video_ap import (
-    COCO_AREA_RANGES,
     DET_ROW_WIDTH,
     YTVIS_AREA_RANGES,
     _ap_compute,
@@ -38,9 +37,7 @@ class YouTubeVISAveragePrecision(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-    #: image subclasses switch to the COCO area ranges and crowd rule
     area_ranges: tuple[tuple[float, float], ...] = YTVIS_AREA_RANGES
-    crowd_by_detection: bool = False
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -82,7 +79,6 @@ class YouTubeVISAveragePrecision(Metric):
             gt_iscrowd,
             video_key=key,
             area_ranges=self.area_ranges,
-            crowd_by_detection=self.crowd_by_detection,
         )
         self.det_rows.append(det.to(self.device))
         self.gt_rows.append(gts.to(self.device))
@@ -99,14 +95,3 @@ def _rows(state: list[Tensor] | Tensor, width: int) -> Tensor:
         return state.reshape(-1, width)
     return dim_zero_cat(state) if state else torch.zeros(0, width, dtype=torch.float64)
 
-
-class ImageMaskAveragePrecision(YouTubeVISAveragePrecision):
-    """COCO segm AP (``pycocotools`` ``COCOeval``) through the same machinery: images are 1-frame videos,
-    with COCO's area ranges (32², 96²) and its crowd IoU (intersection over the detection's area).
-
-    ``update`` takes ``(D, H, W)`` / ``(G, H, W)`` masks; ground-truth areas are mask areas (COCO's json
-    ``area`` of polygons differs slightly, which moves only APs/APm/APl).
-    """
-
-    area_ranges = COCO_AREA_RANGES
-    crowd_by_detection = True

@@ -26,7 +26,6 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 MAX_DETS = (1, 10, 100)
 YTVIS_AREA_RANGES = ((0.0, 1e5**2), (0.0, 128.0**2), (128.0**2, 256.0**2), (256.0**2, 1e5**2))
-COCO_AREA_RANGES = ((0.0, 1e5**2), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e5**2))
 #: Keys of ``_ap_compute``'s result, in COCO ``summarize`` order.
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _T = len(IOU_THRESHOLDS)
@@ -51,8 +50,6 @@ def _mean_areas(frame_areas: Tensor) -> Tensor:
 def track_iou(
     pred: Tensor,
     target: Tensor,
-    iscrowd: Tensor | None = None,
-    crowd_by_detection: bool = False,
     pred_areas: Tensor | None = None,
     target_areas: Tensor | None = None,
     pred_index: Tensor | None = None,
@@ -62,9 +59,6 @@ def track_iou(
     Args:
         pred: ``(D, T, H, W)`` bool.
         target: ``(G, T, H, W)`` bool.
-        iscrowd: ``(G,)`` bool; with ``crowd_by_detection`` (COCO images) a crowd's IoU is
-            intersection / detection area.
-        crowd_by_detection: use the COCO crowd rule (``ytvoseval`` has none).
         pred_areas: optional ``(D,)`` total areas over frames (computed if not given).
         target_areas: optional ``(G,)`` total areas.
         pred_index: optional ``(D',)`` rows of ``pred`` to use (avoids copying whole tracks); the areas
@@ -96,8 +90,6 @@ def track_iou(
         both = pred[:, :, y0:y1, x0:x1][pred_index] & target[j, None, :, y0:y1, x0:x1]
         inter[:, j] = _count(both).double()
     union = area_p[:, None] + area_g[None, :] - inter
-    if crowd_by_detection and iscrowd is not None and bool(iscrowd.any()):
-        union = torch.where(iscrowd.bool()[None, :].cpu(), area_p[:, None].expand(d, g), union)
     return torch.where(union > 0, inter / union.clamp(min=1), 0.0)
 
 
@@ -142,7 +134,6 @@ def _ap_update(
     gt_iscrowd: Tensor | None = None,
     video_key: int = 0,
     area_ranges: tuple[tuple[float, float], ...] = YTVIS_AREA_RANGES,
-    crowd_by_detection: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Match one video's (or image's) detections and return the rows ``_ap_compute`` accumulates.
 
@@ -155,7 +146,6 @@ def _ap_update(
         gt_iscrowd: ``(G,)`` bool crowd flags (ignored ground truths), default none.
         video_key: orders detections of equal score across videos (the official concatenation order).
         area_ranges: area ranges, ``all`` first.
-        crowd_by_detection: COCO image crowd IoU.
 
     Returns:
         ``(det_rows, gt_rows)``: float64 ``(R, 5 + 2T)`` rows ``[category, area index, video key, rank,
@@ -187,8 +177,6 @@ def _ap_update(
         ious = track_iou(
             pred_masks,
             gt_masks[g_sel],
-            torch.from_numpy(crowd),
-            crowd_by_detection,
             pred_areas=pred_total[d_idx],
             target_areas=gt_total[g_sel],
             pred_index=d_idx,
