@@ -15,7 +15,8 @@ def write_test_results(
 
     Args:
         results: what ``Trainer.test`` logged, e.g. ``{"test/ap50": 0.81}`` (one evaluated task), or
-            ``{"test/<task>/<metric>": ...}`` when several tasks were scored.
+            ``{"test/<task>/<metric>": ...}`` when several tasks were scored (the metric may hold a
+            ``/``, e.g. ``point/AP``).
         run_dir: the run folder.
         tasks: source name -> task id, for the benchmark column.
     """
@@ -25,7 +26,8 @@ def write_test_results(
         parts = name.split("/")
         if parts[0] != "test":
             continue
-        task, metric = (parts[1], parts[2]) if len(parts) == 3 else (default_task, parts[-1])
+        # test/<metric> (one task) or test/<task>/<metric...> (e.g. test/img_vgdseg/point/AP)
+        task, metric = (parts[1], "/".join(parts[2:])) if len(parts) >= 3 else (default_task, parts[1])
         by_task.setdefault(task, {})[metric] = float(value)
     benchmarks = {}
     for source, task in tasks.items():

@@ -65,7 +65,11 @@ TASK_METRICS: dict[str, tuple[MetricSpec, ...]] = {
     "img_reaseg": (_spec("reasoning", "referring", "ReferringIoU"),),
     "img_gcgseg": (_spec("gcg", "gcg", "GCGMetric"),),
     "img_intseg": (_spec("interactive", "interactive", "InteractiveIoU"),),
-    "img_vgdseg": (_spec("vgd", "vgd_ap", "ImageVGDAveragePrecision"),),
+    # VGD reports point- and box-prompted results separately (paper Table 6): one metric per prompt type.
+    "img_vgdseg": (
+        _spec("point", "vgd_ap", "ImageVGDAveragePrecision", prefix="point/"),
+        _spec("box", "vgd_ap", "ImageVGDAveragePrecision", prefix="box/"),
+    ),
     "vid_genseg": (
         _spec("vpq", "video_panoptic_quality", "VideoPanopticQuality"),
         _spec("semantic", "mean_iou", "MeanIoU"),
@@ -77,7 +81,10 @@ TASK_METRICS: dict[str, tuple[MetricSpec, ...]] = {
     "vid_reaseg": (_spec("jf", "referring_vos_jf", "ReferringVOSJandF"),),
     "vid_gcgseg": (_spec("gcg", "gcg", "GCGMetric", caption_max_chars=2000),),  # VideoGLaMM cuts captions
     "vid_objseg": (_spec("jf", "davis_jf", "DAVISJandF"),),
-    "vid_vgdseg": (_spec("vgd", "vgd_ap", "VideoVGDAveragePrecision"),),
+    "vid_vgdseg": (
+        _spec("point", "vgd_ap", "VideoVGDAveragePrecision", prefix="point/"),
+        _spec("box", "vgd_ap", "VideoVGDAveragePrecision", prefix="box/"),
+    ),
 }
 
 #: gRefCOCO (no-target expressions) is scored with ReLA's rules: ``build_task_metrics("img_refseg",

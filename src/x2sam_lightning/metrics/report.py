@@ -22,7 +22,12 @@ HEADLINE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("Recall", ("recall",)),
     ),
     "img_intseg": (("mIoU", ("miou",)), ("cIoU", ("ciou",))),
-    "img_vgdseg": (("AP", ("ap", "map")), ("AP50", ("ap50", "map_50", "ap_50"))),
+    "img_vgdseg": (
+        ("AP point", ("point/ap", "point/map")),
+        ("AP50 point", ("point/ap50", "point/map_50")),
+        ("AP box", ("box/ap", "box/map")),
+        ("AP50 box", ("box/ap50", "box/map_50")),
+    ),
     "vid_genseg": (
         ("VPQ", ("vpq",)),
         ("mIoU", ("miou",)),
@@ -40,7 +45,12 @@ HEADLINE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("mIoU", ("miou",)),
     ),
     "vid_objseg": (("J&F", ("j&f", "j&f-mean", "jf")), ("J", ("j", "j-mean")), ("F", ("f", "f-mean"))),
-    "vid_vgdseg": (("AP", ("ap", "map")), ("AP50", ("ap50", "map_50", "ap_50"))),
+    "vid_vgdseg": (
+        ("AP point", ("point/ap", "point/map")),
+        ("AP50 point", ("point/ap50", "point/map_50")),
+        ("AP box", ("box/ap", "box/map")),
+        ("AP50 box", ("box/ap50", "box/map_50")),
+    ),
 }
 
 
