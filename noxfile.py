@@ -49,3 +49,4 @@ def bench(session: nox.Session) -> None:
     _install(session)
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs, env=ENV)
+    session.run("python", "benchmarks/collect_results.py")

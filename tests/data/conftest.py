@@ -5,18 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-TINY = dict(
-    image_size=64,
-    num_train_images=12,
-    num_val_images=6,
-    num_train_videos=4,
-    num_val_videos=2,
-    frames=6,
-    images_per_shard=4,
-    videos_per_shard=2,
-    seed=0,
-)
+from helpers.synthetic import TINY
 
 
 @pytest.fixture(scope="session")

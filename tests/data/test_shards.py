@@ -184,6 +184,18 @@ def test_skip_mode_logs_and_continues(tmp_path, caplog):
     assert "mixed/0000001" in caplog.text and url in caplog.text
 
 
+def test_training_stream_stops_when_every_sample_is_skipped(tmp_path):
+    _, png = _good_image_sample()
+    url = str(tmp_path / "broken-000000.tar")
+    with wds.TarWriter(url, encoder=False) as writer:
+        for i in range(3):
+            writer.write({"__key__": f"broken/{i:07d}", "png": png})  # no json: every sample unusable
+    source = ShardSource("broken", urls=[url], num_samples=3, task="img_genseg", modality="image")
+    stream = iter_source(source, ResizePadNormalize(64), ClipSampler(), train=True, on_error="skip")
+    with pytest.raises(SampleError, match="'broken': the last 1000 samples read were all unusable"):
+        next(stream)
+
+
 def test_schema_rejects_bad_records():
     sample, _ = _good_image_sample()
     with pytest.raises(SampleError, match="has 2 masks for num_frames 1"):

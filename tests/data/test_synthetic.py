@@ -7,22 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers.synthetic import TINY
 
 from x2sam_lightning.data import synthetic
 from x2sam_lightning.data.schema import validate_index, validate_sample
 
-# The same tiny settings as the ``tiny_kwargs`` fixture (module-level for the parametrised tests).
-TINY = dict(
-    image_size=64,
-    num_train_images=12,
-    num_val_images=6,
-    num_train_videos=4,
-    num_val_videos=2,
-    frames=6,
-    images_per_shard=4,
-    videos_per_shard=2,
-    seed=0,
-)
 CFG = synthetic.SyntheticConfig(**TINY)
 
 

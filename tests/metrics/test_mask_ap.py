@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import reference_script
 
 from x2sam_lightning.metrics.mask_ap import MaskAP
 
@@ -102,15 +102,8 @@ def test_two_processes_match_one() -> None:
             _check(values, CASES[name]["expected"])
 
 
-def _reference_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fixtures_match_installed_pycocotools() -> None:
     """The stored numbers are what the installed pycocotools COCOeval gives."""
-    make = _reference_script("make_mask_ap_fixtures")
+    make = reference_script("make_mask_ap_fixtures")
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(case))) == case["expected"], case["name"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import reference_script
 
 from x2sam_lightning.metrics.functional.mean_iou import mean_iou
 from x2sam_lightning.metrics.mean_iou import MeanIoU
@@ -58,20 +58,13 @@ def test_two_processes_match_one() -> None:
         _check(out, CASES["random_batch"]["expected"])
 
 
-def _reference_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.reference
 def test_fixtures_match_the_official_scorer() -> None:
     """Re-score the stored cases with the VSPW_code and detectron2 checkout(s) named by X2SAM_VSPW_CODE, X2SAM_DETECTRON2."""
     roots = [os.environ.get(name) for name in ["X2SAM_VSPW_CODE", "X2SAM_DETECTRON2"]]
     if not all(roots):
         pytest.skip("set X2SAM_VSPW_CODE and X2SAM_DETECTRON2 to the official checkout(s)")
-    make = _reference_script("make_mean_iou_fixtures")
+    make = reference_script("make_mean_iou_fixtures")
     vspw, d2 = make.load_vspw_evaluator(Path(roots[0])), make.load_detectron2_evaluator(Path(roots[1]))
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(vspw, d2, case))) == case["expected"], case["name"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import reference_script
 
 from x2sam_lightning.metrics.functional.panoptic_quality import panoptic_quality
 from x2sam_lightning.metrics.panoptic_quality import PanopticQuality
@@ -112,19 +112,12 @@ def test_two_processes_match_one() -> None:
         _check(out, expected, categories)
 
 
-def _reference_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.reference
 def test_fixtures_match_the_official_scorer() -> None:
     """Re-score the stored cases with the panopticapi checkout(s) named by X2SAM_PANOPTICAPI."""
     roots = [os.environ.get(name) for name in ["X2SAM_PANOPTICAPI"]]
     if not all(roots):
         pytest.skip("set X2SAM_PANOPTICAPI to the official checkout(s)")
-    make = _reference_script("make_panoptic_quality_fixtures")
+    make = reference_script("make_panoptic_quality_fixtures")
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(Path(roots[0]), case))) == case["expected"], case["name"]

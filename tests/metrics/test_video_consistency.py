@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import reference_script
 
 from x2sam_lightning.metrics.functional.video_consistency import video_consistency
 from x2sam_lightning.metrics.video_consistency import VideoConsistency
@@ -54,20 +54,13 @@ def test_two_processes_match_one() -> None:
         _check(out, CASES["random_set"]["expected"])
 
 
-def _reference_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.reference
 def test_fixtures_match_the_official_scorer() -> None:
     """Re-score the stored cases with the VSPW_code checkout(s) named by X2SAM_VSPW_CODE."""
     roots = [os.environ.get(name) for name in ["X2SAM_VSPW_CODE"]]
     if not all(roots):
         pytest.skip("set X2SAM_VSPW_CODE to the official checkout(s)")
-    make = _reference_script("make_video_consistency_fixtures")
+    make = reference_script("make_video_consistency_fixtures")
     get_common = make.load_get_common(Path(roots[0]))
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(get_common, case))) == case["expected"], case["name"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import reference_script
 
 from x2sam_lightning.metrics.functional.video_panoptic_quality import video_panoptic_quality
 from x2sam_lightning.metrics.video_panoptic_quality import VideoPanopticQuality
@@ -77,20 +77,13 @@ def test_two_processes_match_one() -> None:
         _check(out, CASES["random_set"]["expected"])
 
 
-def _reference_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "reference" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.reference
 def test_fixtures_match_the_official_scorer() -> None:
     """Re-score the stored cases with the VIPSeg-Dataset checkout(s) named by X2SAM_VIPSEG."""
     roots = [os.environ.get(name) for name in ["X2SAM_VIPSEG"]]
     if not all(roots):
         pytest.skip("set X2SAM_VIPSEG to the official checkout(s)")
-    make = _reference_script("make_video_panoptic_quality_fixtures")
+    make = reference_script("make_video_panoptic_quality_fixtures")
     scorer = make.load_scorer(Path(roots[0]))
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(scorer, case))) == case["expected"], case["name"]

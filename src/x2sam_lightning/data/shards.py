@@ -314,6 +314,23 @@ def iter_source(
     raw = iter_raw_samples(
         source.urls, train=train, seed=seed, shuffle_buffer=shuffle_buffer, on_error=on_error
     )
+    # An endless training stream whose samples are all skipped (on_error="skip") would otherwise spin
+    # for ever: after this many raw samples in a row without a usable one, stop with an error.
+    max_skipped = max(1000, 2 * source.num_samples)
+    since_good = 0
+
+    def counted(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal since_good
+        for sample in samples:
+            since_good += 1
+            if since_good > max_skipped:
+                raise SampleError(
+                    ",".join(source.urls[:3]) + (",..." if len(source.urls) > 3 else ""),
+                    "",
+                    f"source {source.name!r}: the last {max_skipped} samples read were all unusable "
+                    "(see the warnings above); nothing left to train on",
+                )
+            yield sample
 
     def decode(sample: dict[str, Any]) -> Any:
         clip = decode_sample(sample, clip_sampler, rng, default_categories=categories)
@@ -321,4 +338,6 @@ def iter_source(
         out.source = source.name
         return out
 
-    yield from _map(raw, decode, handler=error_handler(on_error))
+    for out in _map(counted(raw), decode, handler=error_handler(on_error)):
+        since_good = 0
+        yield out

@@ -96,20 +96,13 @@ class AgnosticSegmentor(L.LightningModule):
             )
         outputs = self(batch.pixel_values)
         detections = self._postprocess(outputs, batch, output_sizes=batch.image_sizes)
-        targets = []
-        for target, (h, w) in zip(batch.targets, batch.image_sizes.tolist()):
-            keep = target.valid[:, 0]
-            targets.append(
-                {
-                    "masks": target.masks[keep, 0, :h, :w],
-                    "labels": torch.zeros(int(keep.sum()), dtype=torch.long, device=target.masks.device),
-                    "iscrowd": target.iscrowd[keep].long(),
-                }
-            )
-        preds = [
-            {"masks": det["masks"][:, 0], "scores": det["scores"], "labels": torch.zeros_like(det["labels"])}
-            for det in detections
+        # Scored at the input resolution, inside the un-padded content (the metric is class-agnostic, so
+        # no labels are passed).
+        targets = [
+            {"masks": t.masks[t.valid[:, 0], 0, :h, :w], "iscrowd": t.iscrowd[t.valid[:, 0]].long()}
+            for t, (h, w) in zip(batch.targets, batch.image_sizes.tolist())
         ]
+        preds = [{"masks": det["masks"][:, 0], "scores": det["scores"]} for det in detections]
         metric.update(preds, targets)
 
     def validation_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:

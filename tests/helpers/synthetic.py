@@ -1,0 +1,13 @@
+"""The tiny synthetic-data settings the data tests share (a few seconds to generate)."""
+
+TINY = dict(
+    image_size=64,
+    num_train_images=12,
+    num_val_images=6,
+    num_train_videos=4,
+    num_val_videos=2,
+    frames=6,
+    images_per_shard=4,
+    videos_per_shard=2,
+    seed=0,
+)
