@@ -94,4 +94,3 @@ def _rows(state: list[Tensor] | Tensor, width: int) -> Tensor:
     if isinstance(state, Tensor):
         return state.reshape(-1, width)
     return dim_zero_cat(state) if state else torch.zeros(0, width, dtype=torch.float64)
-
