@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s tests`` (what CI runs), ``lint``, ``slow``, ``bench``.
+"""Sessions: ``nox -s tests`` (what CI runs), ``lint``, ``slow``, ``reference``, ``bench``.
 
 Each session installs the package from scratch into its own virtualenv. torch is pinned in the same pip
 command as the package: on CPU-only machines a lone ``torch`` requirement may otherwise resolve to a
@@ -34,6 +34,15 @@ def slow(session: nox.Session) -> None:
     """Tests marked ``slow`` (long training runs, METEOR through Java)."""
     _install(session)
     session.run("pytest", "-q", "-m", "slow", *session.posargs, env=ENV)
+
+
+@nox.session
+def reference(session: nox.Session) -> None:
+    """Re-run the official scorers on the stored metric cases (needs their checkouts; each test names the
+    environment variable that points at its checkout and skips without it)."""
+    _install(session)
+    session.install("opencv-python-headless", "scikit-image", "tqdm", "matplotlib")  # the scorers' own needs
+    session.run("pytest", "-q", "-m", "reference", "tests/metrics", *session.posargs, env=ENV)
 
 
 @nox.session
