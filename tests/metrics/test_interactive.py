@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import assert_reference_reproduces
 
 from x2sam_lightning.metrics.functional.interactive import interactive_iou
 from x2sam_lightning.metrics.interactive import InteractiveIoU
@@ -65,28 +66,9 @@ def test_two_processes_match_one():
         assert 100 * results[0][key] == pytest.approx(data["results"]["all"][key], abs=1e-4)
 
 
-def _without_printed(obj):
-    """Drop the scorers' printed logs (they carry timings) before comparing fixtures."""
-    if isinstance(obj, dict):
-        return {k: _without_printed(v) for k, v in obj.items() if k != "printed"}
-    return obj
-
-
 @pytest.mark.reference
 def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
     """Re-run X-SAM's ImgIntSegEvaluator (XSAM_ROOT) and compare with the stored fixtures."""
-    import os
-    import sys
-
-    roots = {name: os.environ.get(name) for name in ["XSAM_ROOT"]}
-    if not all(roots.values()):
-        pytest.skip("set XSAM_ROOT to an X-SAM checkout")
-    sys.path.insert(0, str(Path(__file__).parent / "reference"))
-    ref = __import__("make_interactive_fixtures")
-    monkeypatch.setattr(ref, "FIXTURES", tmp_path)
-    monkeypatch.setattr(sys, "argv", ["make_interactive_fixtures.py"])
-    ref.main()
-    for name in ["interactive_xsam.json"]:
-        fresh = json.loads((tmp_path / name).read_text())
-        stored = json.loads((Path(__file__).parents[1] / "fixtures" / "metrics" / name).read_text())
-        assert _without_printed(fresh) == _without_printed(stored), name
+    assert_reference_reproduces(
+        "make_interactive_fixtures", ["interactive_xsam.json"], ["XSAM_ROOT"], tmp_path, monkeypatch
+    )

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import assert_reference_reproduces
 
 from x2sam_lightning.metrics.davis_jf import DAVISJandF
 from x2sam_lightning.metrics.functional.region_boundary import (
@@ -181,28 +182,13 @@ def test_two_processes_match_one():
         assert results[0][f"ref_{key}"] == pytest.approx(ref[key], abs=TOL_F)
 
 
-def _without_printed(obj):
-    """Drop the scorers' printed logs (they carry timings) before comparing fixtures."""
-    if isinstance(obj, dict):
-        return {k: _without_printed(v) for k, v in obj.items() if k != "printed"}
-    return obj
-
-
 @pytest.mark.reference
 def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
     """Re-run the DAVIS-2017 evaluation and MeViS scorers (DAVIS_EVAL_ROOT, MEVIS_ROOT) and compare with the stored fixtures."""
-    import os
-    import sys
-
-    roots = {name: os.environ.get(name) for name in ["DAVIS_EVAL_ROOT", "MEVIS_ROOT"]}
-    if not all(roots.values()):
-        pytest.skip("set DAVIS_EVAL_ROOT and MEVIS_ROOT to the checkouts")
-    sys.path.insert(0, str(Path(__file__).parent / "reference"))
-    ref = __import__("make_jf_fixtures")
-    monkeypatch.setattr(ref, "FIXTURES", tmp_path)
-    monkeypatch.setattr(sys, "argv", ["make_jf_fixtures.py"])
-    ref.main()
-    for name in ["jf_davis.json", "jf_referring.json"]:
-        fresh = json.loads((tmp_path / name).read_text())
-        stored = json.loads((Path(__file__).parents[1] / "fixtures" / "metrics" / name).read_text())
-        assert _without_printed(fresh) == _without_printed(stored), name
+    assert_reference_reproduces(
+        "make_jf_fixtures",
+        ["jf_davis.json", "jf_referring.json"],
+        ["DAVIS_EVAL_ROOT", "MEVIS_ROOT"],
+        tmp_path,
+        monkeypatch,
+    )

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import assert_reference_reproduces
 
 from x2sam_lightning.metrics.functional.video_ap import AP_KEYS
 from x2sam_lightning.metrics.vgd_ap import ImageVGDAveragePrecision
@@ -75,23 +76,6 @@ def test_two_processes_match_one():
         assert results[0][key] == pytest.approx(value, abs=1e-6)
 
 
-def _without_printed(obj):
-    """Drop the scorers' printed logs (they carry timings) before comparing fixtures."""
-    if isinstance(obj, dict):
-        return {k: _without_printed(v) for k, v in obj.items() if k != "printed"}
-    return obj
-
-
 def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
     """Re-run pycocotools' COCOeval (the pip package; no checkout needed) and compare with the stored fixtures."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "reference"))
-    ref = __import__("make_vgd_ap_fixtures")
-    monkeypatch.setattr(ref, "FIXTURES", tmp_path)
-    monkeypatch.setattr(sys, "argv", ["make_vgd_ap_fixtures.py"])
-    ref.main()
-    for name in ["vgd_ap_coco.json"]:
-        fresh = json.loads((tmp_path / name).read_text())
-        stored = json.loads((Path(__file__).parents[1] / "fixtures" / "metrics" / name).read_text())
-        assert _without_printed(fresh) == _without_printed(stored), name
+    assert_reference_reproduces("make_vgd_ap_fixtures", ["vgd_ap_coco.json"], [], tmp_path, monkeypatch)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.distributed import run_distributed
+from helpers.reference import assert_reference_reproduces
 
 from x2sam_lightning.metrics.functional.video_ap import AP_KEYS, track_iou
 from x2sam_lightning.metrics.vgd_ap import VideoVGDAveragePrecision
@@ -125,28 +126,13 @@ def test_two_processes_match_one():
         assert results[0][f"vvgd_{key}"] == pytest.approx(value, abs=1e-6)
 
 
-def _without_printed(obj):
-    """Drop the scorers' printed logs (they carry timings) before comparing fixtures."""
-    if isinstance(obj, dict):
-        return {k: _without_printed(v) for k, v in obj.items() if k != "printed"}
-    return obj
-
-
 @pytest.mark.reference
 def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
     """Re-run youtubevos/cocoapi's ytvoseval (YTVOS_COCOAPI_ROOT) and compare with the stored fixtures."""
-    import os
-    import sys
-
-    roots = {name: os.environ.get(name) for name in ["YTVOS_COCOAPI_ROOT"]}
-    if not all(roots.values()):
-        pytest.skip("set YTVOS_COCOAPI_ROOT to a youtubevos/cocoapi checkout")
-    sys.path.insert(0, str(Path(__file__).parent / "reference"))
-    ref = __import__("make_video_ap_fixtures")
-    monkeypatch.setattr(ref, "FIXTURES", tmp_path)
-    monkeypatch.setattr(sys, "argv", ["make_video_ap_fixtures.py"])
-    ref.main()
-    for name in ["video_ap_ytvis.json", "video_ap_vvgd.json"]:
-        fresh = json.loads((tmp_path / name).read_text())
-        stored = json.loads((Path(__file__).parents[1] / "fixtures" / "metrics" / name).read_text())
-        assert _without_printed(fresh) == _without_printed(stored), name
+    assert_reference_reproduces(
+        "make_video_ap_fixtures",
+        ["video_ap_ytvis.json", "video_ap_vvgd.json"],
+        ["YTVOS_COCOAPI_ROOT"],
+        tmp_path,
+        monkeypatch,
+    )
