@@ -55,7 +55,7 @@ from x2sam_lightning.metrics.video_consistency import VideoConsistency  # noqa: 
 from x2sam_lightning.metrics.video_panoptic_quality import VideoPanopticQuality  # noqa: E402
 
 DATE = "2026-11-25"
-MACHINE = "2-core CPU (shared with other jobs), 1 thread"
+MACHINE = f"{os.cpu_count()}-core CPU, 1 thread, 1-min load average {os.getloadavg()[0]:.1f} at start"
 THINGS, STUFFS = list(range(1, 81)), list(range(92, 145))
 
 

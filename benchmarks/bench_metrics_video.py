@@ -47,7 +47,7 @@ from x2sam_lightning.metrics.davis_jf import DAVISJandF  # noqa: E402
 from x2sam_lightning.metrics.youtube_vis_ap import YouTubeVISAveragePrecision  # noqa: E402
 
 DATE = "2026-11-25"
-MACHINE = "2-core CPU (shared with other jobs), 1 thread"
+MACHINE = f"{os.cpu_count()}-core CPU, 1 thread, 1-min load average {os.getloadavg()[0]:.1f} at start"
 
 
 def _time(fn) -> float:

@@ -125,7 +125,7 @@ def main() -> None:
     params = sum(p.numel() for p in variants["preset"].parameters())
     report = {
         "date": "2026-11-25",
-        "machine": f"{platform.machine()}, 2-core CPU (shared with other jobs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()}-core CPU",
         "torch": torch.__version__,
         "threads": args.threads,
         "rounds": num_rounds,
@@ -160,7 +160,7 @@ parameters. Train step = forward + criterion (Hungarian matching on a 32x32 poin
 Variants, same model otherwise: "{X2SAM}" = the X2SAM pixel-decoder layout (deformable attention over
 strides 4, 8 and 16); "{PLAIN}" = pixel decoder of input projections only (`num_pixel_decoder_layers=0`).
 Each number is the best of {num_rounds} interleaved rounds (variants alternate, so each sees the same load) of
-the median of a `torch.utils.benchmark` blocked_autorange; other jobs shared the 2 cores, so the best round
+the median of a `torch.utils.benchmark` blocked_autorange; if other jobs share the cores, the best round
 is the closest estimate of the uncontended cost. 1-minute load average at the end of the run: {load:.1f}
 (2 cores; above 2 means the run shared them).
 
