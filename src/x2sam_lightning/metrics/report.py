@@ -10,6 +10,8 @@ from pathlib import Path
 #: task -> headline columns: (label printed, accepted result keys). A key matches a result key exactly or
 #: its last ``/``-separated part, case-insensitively; the first key found fills the column.
 HEADLINE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    # stage 1 (AgnosticSegmentor): class-agnostic proposals, COCO segm protocol
+    "agnostic_seg": (("AP50", ("ap50", "map_50")), ("AP", ("ap", "map")), ("AR@10", ("ar10", "mar_10"))),
     "img_genseg": (("PQ", ("pq",)), ("mIoU", ("miou",)), ("mAP", ("map", "ap"))),
     "img_ovseg": (("PQ", ("pq",)), ("mIoU", ("miou",)), ("mAP", ("map", "ap"))),
     "img_refseg": (("cIoU", ("ciou",)), ("gIoU", ("giou",))),
