@@ -328,7 +328,12 @@ def make_video_sample(index: int, split: str, cfg: SyntheticConfig) -> tuple[dic
 
 
 def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
-    """Encode ``[T, H, W, 3]`` uint8 RGB frames as an H.264 mp4 in memory (one thread: deterministic)."""
+    """Encode ``[T, H, W, 3]`` uint8 RGB frames as an H.264 mp4 in memory (one thread: deterministic).
+
+    The bytes are reproducible in a process that has not decoded with decord: decord bundles its own
+    FFmpeg, and once it has decoded in a process, PyAV's x264 output there was seen to vary from call to
+    call (2026-11-25). Generation therefore runs before any decoding (``prepare_data``).
+    """
     av = require("av")
     buf = io.BytesIO()
     # bitexact: no encoder version string, and a zero creation time instead of the wall clock in the
