@@ -83,7 +83,7 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
-    rows = {k: float(v) for k, v in sorted(metrics.items()) if "/" in k and not k.startswith("train/")}
+    rows = {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))}
     if not rows:
         return
     width = max(len(k) for k in rows)
@@ -96,7 +96,7 @@ def run_fit(cfg: Any) -> dict[str, float]:
     datamodule, module, trainer = build_run(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    _print_metrics("final metrics (last validation and training step):", metrics)
+    _print_metrics("held-out metrics at the last validation:", metrics)
     return metrics
 
 
