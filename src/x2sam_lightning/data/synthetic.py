@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from x2sam_lightning.data.rle import encode_mask
 from x2sam_lightning.data.schema import SCHEMA_VERSION
 from x2sam_lightning.imports import require
 
@@ -259,20 +260,13 @@ def _render(objects: list[dict[str, Any]], background: np.ndarray, t: int, rng: 
     return np.clip(frame, 0, 255).astype(np.uint8), visible
 
 
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE with ``counts`` as str (json-serialisable)."""
-    mask_utils = require("pycocotools.mask")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def _object_record(obj_id: int, obj: dict[str, Any], masks: list[np.ndarray | None]) -> dict[str, Any]:
     first = next(m for m in masks if m is not None)
     return {
         "id": obj_id,
         "category_id": SHAPES.index(obj["shape"]) + 1,
         "iscrowd": False,
-        "masks": [None if m is None else _rle(m) for m in masks],
+        "masks": [None if m is None else encode_mask(m) for m in masks],
         "attributes": {
             "color": obj["color"],
             "shape": obj["shape"],

@@ -8,17 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from x2sam_lightning.imports import require
-
-
-def encode_track(masks: np.ndarray) -> list[dict[str, Any]]:
-    """``[T, H, W]`` bool -> one COCO RLE per frame (``counts`` as str so it serialises to JSON)."""
-    mask_util = require("pycocotools.mask")
-    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [{"size": rle["size"], "counts": rle["counts"].decode("ascii")} for rle in rles]
+from x2sam_lightning.data.rle import encode_masks
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -47,7 +39,7 @@ class PredictionWriter(BasePredictionWriter):
             for sample in prediction:
                 masks = sample["masks"].cpu().numpy()
                 objects = [
-                    {"score": float(score), "label": int(label), "masks": encode_track(track)}
+                    {"score": float(score), "label": int(label), "masks": encode_masks(track)}
                     for score, label, track in zip(
                         sample["scores"].tolist(), sample["labels"].tolist(), masks
                     )
