@@ -126,7 +126,7 @@ def main() -> None:
         entry["ratio_ours_over_raw"] = entry["ours"]["ms_per_item"] / baseline["ms_per_item"]
     report = {
         "date": "2026-11-25",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU (shared)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU",
         "torch_threads": torch.get_num_threads(),
         "settings": {**sizes, "image_size": args.image_size, "clip": args.clip, "quick": args.quick},
         "generation_s": generation_s,

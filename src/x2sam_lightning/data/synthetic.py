@@ -50,7 +50,7 @@ from x2sam_lightning.imports import require
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes, so stale sets on disk are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Objects (or per-frame appearances) with fewer visible pixels than this are dropped / marked absent.
 MIN_VISIBLE_PIXELS = 8
 
@@ -322,11 +322,11 @@ def make_video_sample(index: int, split: str, cfg: SyntheticConfig) -> tuple[dic
 
 
 def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
-    """Encode ``[T, H, W, 3]`` uint8 RGB frames as an H.264 mp4 in memory (one thread: deterministic).
+    """Encode ``[T, H, W, 3]`` uint8 RGB frames as an H.264 mp4 in memory, reproducibly.
 
-    The bytes are reproducible in a process that has not decoded with decord: decord bundles its own
-    FFmpeg, and once it has decoded in a process, PyAV's x264 output there was seen to vary from call to
-    call (2026-11-25). Generation therefore runs before any decoding (``prepare_data``).
+    Constant quantiser, one thread, explicit timestamps, bitexact muxing: the same frames give the same
+    bytes. (x264's CRF rate control was seen to give one of two bitstreams for the same input, about one
+    call in 40, on 2026-11-25; constant QP did not.)
     """
     av = require("av")
     buf = io.BytesIO()
@@ -337,9 +337,11 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "17", "preset": "veryfast", "threads": "1", "flags": "+bitexact"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+        stream.options = {"qp": "17", "preset": "veryfast", "threads": "1", "flags": "+bitexact"}
+        for t, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = t
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
