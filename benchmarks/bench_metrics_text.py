@@ -47,7 +47,7 @@ H, W = 480, 640
 N_REF, BATCH = 1500, 50
 N_GCG = 200
 DATE = "2026-11-25"
-MACHINE = "2-core CPU (shared), 1 thread"
+MACHINE = f"{os.cpu_count()}-core CPU, 1 thread, 1-min load average {os.getloadavg()[0]:.1f} at start"
 
 
 def blob(rng: np.random.Generator) -> np.ndarray:
@@ -149,29 +149,9 @@ def run_validate(root: Path, loader: list[dict]) -> None:
 
 
 def bench_rela(root: Path, pred: torch.Tensor, gt: torch.Tensor) -> dict:
-    import collections
-    import itertools
-    import logging
-
     import make_referring_fixtures as ref
 
-    ns: dict = {
-        "np": np,
-        "torch": torch,
-        "itertools": itertools,
-        "json": json,
-        "logging": logging,
-        "os": os,
-        "OrderedDict": collections.OrderedDict,
-        "DatasetEvaluator": object,
-        "all_gather": lambda x: [x],
-        "is_main_process": lambda: True,
-        "synchronize": lambda: None,
-        "PathManager": None,
-    }
-    ref.load_functions(
-        root / "gres_model" / "evaluation" / "refer_evaluation.py", {"computeIoU", "ReferEvaluator"}, ns
-    )
+    ns = ref.load_rela(root)
     logits = [torch.stack([~p, p]).float() for p in pred]
     pool = len(pred)
 
@@ -337,8 +317,12 @@ def main() -> None:
     parser.add_argument("--rela", default=os.environ.get("RELA_ROOT"))
     parser.add_argument("--glamm", default=os.environ.get("GLAMM_ROOT"))
     parser.add_argument("--ours-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="10x fewer masks and images")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
+    if args.quick:
+        global N_REF, N_GCG
+        N_REF, N_GCG = N_REF // 10, N_GCG // 10
     torch.set_num_threads(1)
     paths = {
         k: None if args.ours_only or not getattr(args, k) else Path(getattr(args, k))

@@ -184,7 +184,9 @@ def rela_cases(seed: int = 1) -> list[dict]:
     return samples
 
 
-def run_rela(root: Path, samples: list[dict]) -> dict:
+def load_rela(root: Path) -> dict:
+    """ReLA's ``computeIoU`` and ``ReferEvaluator`` from ``gres_model/evaluation/refer_evaluation.py``,
+    with detectron2's distributed helpers stubbed for one process (returns their namespace)."""
     import collections
     import itertools
     import logging
@@ -206,6 +208,11 @@ def run_rela(root: Path, samples: list[dict]) -> dict:
     load_functions(
         root / "gres_model" / "evaluation" / "refer_evaluation.py", {"computeIoU", "ReferEvaluator"}, ns
     )
+    return ns
+
+
+def run_rela(root: Path, samples: list[dict]) -> dict:
+    ns = load_rela(root)
 
     def evaluate(subset: list[dict]) -> dict:
         evaluator = ns["ReferEvaluator"]("fixture", distributed=False, output_dir=None)
