@@ -17,7 +17,7 @@ from torch import Tensor
 def _move(value: Any, device: torch.device | str) -> Any:
     if isinstance(value, Tensor):
         return value.to(device, non_blocking=True)
-    if isinstance(value, TrackTargets):
+    if isinstance(value, (TrackTargets, Conversation)):
         return value.to(device)
     if isinstance(value, list):
         return [_move(v, device) for v in value]
@@ -50,6 +50,56 @@ class TrackTargets:
 
 
 @dataclass
+class Conversation:
+    """The text side of one sample, model-agnostic: what the LLM reads and what it must answer.
+
+    ``messages`` are plain text with the markers of :mod:`x2sam_lightning.special_tokens`: ``<image>`` or
+    ``<video>`` once in the first user turn, ``<p>..</p>`` around every *condition* (category, referring
+    expression, reasoning query, GCG phrase, or ``<region>`` visual prompt), ``<SEG>`` in assistant turns
+    for every segmentation output. Conditions are numbered in their order of appearance over all messages.
+
+    Two ways a ``<SEG>`` relates to conditions (``mode``):
+
+    - ``"set"`` (generic, open-vocabulary, interactive, visual grounded): the one ``<SEG>`` (after every
+      condition) decodes all conditions at once; every object of ``condition_objects[k]`` is its own
+      target mask labelled ``k``.
+    - ``"per_condition"`` (referring, reasoning, GCG): each ``<SEG>`` belongs to the nearest condition
+      before it; its target is one mask, the union of that condition's objects. A condition with no
+      objects (a no-target expression) has no ``<SEG>``: the answer says so. The decoder scores each such
+      ``<SEG>`` against the conditions of the whole batch (the others are negatives).
+    - ``"chat"``: text only, no condition, no ``<SEG>``.
+
+    Attributes:
+        messages: ``[{"role": "user" | "assistant", "content": str}]``, alternating, user first.
+        mode: ``"set"``, ``"per_condition"`` or ``"chat"``.
+        condition_objects: per condition, the indices (into the sample's ``TrackTargets``) of the objects
+            it refers to; empty for a category absent from the image or a no-target expression.
+        condition_labels: per condition, the index into the sample's ``categories`` it names (generic /
+            open-vocabulary / visual-grounded: the prompted object's category), else -1.
+        regions: ``[R, T, H, W]`` bool visual prompts at the model input size, in ``<region>`` order (drawn
+            on ``region_frames``; other frames False), or None.
+        region_frames: the frame each region prompt is drawn on.
+        prompt_type: ``"point"``, ``"scribble"``, ``"box"`` or ``"mask"`` when every region is of one type
+            (evaluation), else None.
+        template: which wording was used, e.g. ``"img_refseg/q3/a1"`` (evaluation logs it).
+        answer: the reference answer of a chat sample for scoring (exact match), else None.
+    """
+
+    messages: list[dict[str, str]]
+    mode: str = "set"
+    condition_objects: list[list[int]] = field(default_factory=list)
+    condition_labels: list[int] = field(default_factory=list)
+    regions: Tensor | None = None
+    region_frames: list[int] = field(default_factory=list)
+    prompt_type: str | None = None
+    template: str = ""
+    answer: str | None = None
+
+    def to(self, device: torch.device | str) -> Conversation:
+        return self if self.regions is None else replace(self, regions=self.regions.to(device))
+
+
+@dataclass
 class SegSample:
     """One decoded, resized training example (before collation).
 
@@ -64,6 +114,7 @@ class SegSample:
         categories: the sample's vocabulary, ``[{"id", "name", "isthing"}]``.
         shard: url of the shard the sample was read from (for error messages).
         meta: the rest of the sample json (expressions, captions, prompts) for later stages.
+        conversation: the instruction and answer (stage 2), built in the data pipeline; None for stage 1.
     """
 
     pixel_values: Tensor
@@ -76,6 +127,7 @@ class SegSample:
     categories: list[dict[str, Any]] = field(default_factory=list)
     shard: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    conversation: Conversation | None = None
 
 
 @dataclass
@@ -87,7 +139,8 @@ class SegBatch:
         targets: ``B`` :class:`TrackTargets` (``N`` differs per sample).
         image_sizes: ``[B, 2]`` long, un-padded ``(h, w)`` per sample.
         original_sizes: ``[B, 2]`` long, source ``(height, width)`` per sample.
-        keys, tasks, categories, meta: per-sample lists (see :class:`SegSample`).
+        keys, tasks, categories, meta, conversations: per-sample lists (see :class:`SegSample`);
+            ``conversations`` is empty when the pipeline builds none (stage 1).
         source: the one source every sample of the batch came from.
     """
 
@@ -100,6 +153,7 @@ class SegBatch:
     source: str
     categories: list[list[dict[str, Any]]] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)
+    conversations: list[Conversation] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:
