@@ -26,11 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from torch.utils import benchmark
 
+from x2sam_lightning.config import compose_config
 from x2sam_lightning.models.criterion import SetCriterion
 from x2sam_lightning.models.matcher import HungarianMatcher
-from x2sam_lightning.models.segmentor import Segmentor, tiny_segmentor
+from x2sam_lightning.models.segmentor import Segmentor
 from x2sam_lightning.types import TrackTargets
 
 X2SAM = "all levels deformable"
@@ -77,6 +79,12 @@ def _workloads(
     return {"encoder": encoder, "forward": forward, "train step": train_step}
 
 
+def tiny_segmentor(size: int, *overrides: str) -> Segmentor:
+    """The stage-1 CPU preset (``+experiment=agnostic``) at ``size``, with config overrides."""
+    cfg = compose_config("agnostic", [f"data.image_size={size}", *overrides])
+    return instantiate(cfg.model.segmentor)
+
+
 def _median_ms(fn: Callable[[], None], min_run_time: float) -> float:
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
@@ -98,9 +106,13 @@ def main() -> None:
     torch.manual_seed(0)
     variants = {"preset": preset}
     torch.manual_seed(0)
-    variants[X2SAM] = tiny_segmentor(size, num_transformer_levels=3)
+    variants[X2SAM] = tiny_segmentor(size, "model.segmentor.pixel_decoder.num_transformer_levels=3")
     torch.manual_seed(0)
-    variants[PLAIN] = tiny_segmentor(size, num_pixel_decoder_layers=0, num_transformer_levels=3)
+    variants[PLAIN] = tiny_segmentor(
+        size,
+        "model.segmentor.pixel_decoder.num_layers=0",
+        "model.segmentor.pixel_decoder.num_transformer_levels=3",
+    )
     cases = {"images B=8 T=1": (8, 1), "clip B=1 T=8": (1, 8)}
     # Other jobs share the cores, so the variants are timed in interleaved rounds (each sees the same
     # load on average) and the best round is reported: the closest estimate of the uncontended cost.
@@ -152,7 +164,7 @@ def main() -> None:
 
 Date 2026-11-25; machine: {report["machine"]}; torch {torch.__version__}; {args.threads} thread(s).
 Command: `python benchmarks/bench_model.py{" --quick" if args.quick else ""}`. Input {size}x{size}; preset =
-`tiny_segmentor()`: tiny Hiera (stages 16-128, blocks 1-2-2-1) + FPN 32 with top-down into every level
+`+experiment=agnostic`'s segmentor: tiny Hiera (stages 16-128, blocks 1-2-2-1) + FPN 32 with top-down into every level
 (trainable), pixel decoder width 64 with 1 deformable layer (4 heads, 2 points) over strides 8 and 16 and the
 FPN path to stride 4, mask decoder width 64, 16 queries, 3 layers, 32x32 mask logits; {params / 1e6:.2f}M
 parameters. Train step = forward + criterion (Hungarian matching on a 32x32 point grid, BCE + dice on a

@@ -66,7 +66,7 @@ def test_every_experiment_composes_and_instantiates(workdir, sam2_folder, experi
     assert sum(p.numel() for p in module.parameters() if p.requires_grad) > 0
     assert datamodule.train_sources and datamodule.val_sources
     encoder = module.segmentor.mask_encoder
-    assert all(not p.requires_grad for p in encoder.parameters()) == cfg.model.mask_encoder.freeze
+    assert all(not p.requires_grad for p in encoder.parameters()) == cfg.model.segmentor.mask_encoder.freeze
 
 
 @pytest.fixture(scope="session")

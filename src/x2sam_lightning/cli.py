@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).parent / "conf"
+from x2sam_lightning.config import CONF_DIR
+
 log = logging.getLogger("x2sam_lightning")
 
 USAGE = """\

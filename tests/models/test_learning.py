@@ -2,10 +2,10 @@
 
 import numpy as np
 import torch
+from helpers.models import tiny_segmentor
 
 from x2sam_lightning.models.criterion import SetCriterion
 from x2sam_lightning.models.matcher import HungarianMatcher
-from x2sam_lightning.models.segmentor import tiny_segmentor
 from x2sam_lightning.types import TrackTargets
 
 
@@ -39,7 +39,7 @@ def _shapes(size: int = 64) -> tuple[torch.Tensor, list[TrackTargets]]:
 
 def test_overfits_two_images():
     torch.manual_seed(0)
-    model = tiny_segmentor(image_size=64, num_queries=8, num_decoder_layers=2)
+    model = tiny_segmentor(64, **{"mask_decoder.num_queries": 8, "mask_decoder.num_layers": 2})
     criterion = SetCriterion(1, HungarianMatcher(point_grid=32), point_grid=32)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     pixels, targets = _shapes()

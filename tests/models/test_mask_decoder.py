@@ -1,5 +1,6 @@
 """MaskDecoder: output contract, masked-attention rule, the stage-2 condition slot."""
 
+import pytest
 import torch
 
 from x2sam_lightning.models.mask_decoder import CosineClassScorer, MaskDecoder
@@ -58,17 +59,37 @@ def test_attention_mask_follows_previous_mask_and_empty_masks_see_everything():
     assert not blocked.any()
 
 
-def test_condition_attention_is_identity_at_init():
+def test_token_to_image_attention_is_an_exact_no_op_at_init():
     decoder = _decoder(condition_dim=32).eval()
     features, mask_features = _inputs()
-    conditions = torch.randn(2, 3, 32)
+    tokens = torch.randn(2, 3, 32)
+    # The second row is all padding (a sample without condition tokens): no NaN, no effect.
+    padding = torch.tensor([[False, False, True], [True, True, True]])
     plain = decoder(features, mask_features)
-    conditioned = decoder(features, mask_features, conditions, torch.tensor([[False, False, True]] * 2))
-    torch.testing.assert_close(conditioned["pred_masks"], plain["pred_masks"])
+    conditioned = decoder(features, mask_features, condition_tokens=tokens, condition_token_padding=padding)
+    assert torch.equal(conditioned["pred_masks"], plain["pred_masks"])
+    assert torch.equal(conditioned["pred_logits"], plain["pred_logits"])
     # ...but it is trainable: its output projection receives gradient.
-    conditioned = decoder(features, mask_features, conditions)
+    conditioned = decoder(features, mask_features, condition_tokens=tokens, condition_token_padding=padding)
     conditioned["pred_masks"].sum().backward()
     assert decoder.layers[0].condition_attn.attn.out_proj.weight.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in decoder.parameters() if p.grad is not None)
+
+
+def test_seg_prompt_is_added_to_every_query():
+    decoder = _decoder(condition_dim=64).eval()
+    features, mask_features = _inputs()
+    zero = decoder(features, mask_features, prompt=torch.zeros(2, 64))
+    torch.testing.assert_close(zero["pred_masks"], decoder(features, mask_features)["pred_masks"])
+    prompted = decoder(features, mask_features, prompt=torch.randn(2, 64))
+    assert not torch.allclose(prompted["pred_masks"], zero["pred_masks"])
+
+
+def test_stage2_inputs_need_a_stage2_decoder():
+    decoder = _decoder()
+    features, mask_features = _inputs()
+    with pytest.raises(ValueError, match="condition_dim"):
+        decoder(features, mask_features, prompt=torch.zeros(2, 64))
 
 
 def test_cosine_class_scorer():
@@ -76,7 +97,9 @@ def test_cosine_class_scorer():
     features, mask_features = _inputs()
     conditions = torch.randn(2, 4, 64)
     padding = torch.tensor([[False, False, False, True], [False, True, True, True]])
-    logits = decoder(features, mask_features, conditions, padding)["pred_logits"]
+    logits = decoder(features, mask_features, conditions=conditions, condition_padding_mask=padding)[
+        "pred_logits"
+    ]
     assert logits.shape == (2, 5, 5)
     real = logits[..., :4][~padding[:, None, :].expand(-1, 5, -1)]
     assert real.abs().max() <= 50.0

@@ -18,12 +18,16 @@ def test_matches_plain_sam2_vision_model():
     torch.manual_seed(0)
     encoder = MaskEncoder(config).eval()
     pixels = _pixels()
-    expected = reference(pixel_values=pixels).fpn_hidden_states
-    got = encoder(pixels)
-    assert len(got) == 3
-    for e, g in zip(expected, got):
+    plain = reference(pixel_values=pixels)
+    out = encoder(pixels)
+    assert len(out.fpn) == 3
+    for e, g in zip([*plain.fpn_hidden_states, *plain.fpn_position_encoding], [*out.fpn, *out.fpn_pos]):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
+    got = out.fpn
     assert [g.shape[-1] for g in got] == [16, 8, 4]
+    # The Hiera stages the region sampler reads: channels first, fine to coarse.
+    assert [tuple(b.shape[1:]) for b in out.backbone] == [(16, 16, 16), (32, 8, 8), (64, 4, 4), (128, 2, 2)]
+    assert encoder.backbone_channels == [16, 32, 64, 128]
     assert encoder.strides == [4, 8, 16]
     assert encoder.out_channels == [32, 32, 32]
 
@@ -44,7 +48,7 @@ def test_config_from_dict_and_real_preset():
         "backbone_channel_list": [128, 64, 32, 16],
         "fpn_hidden_size": 32,
     }
-    assert MaskEncoder(minimal)(_pixels())[0].shape == (2, 32, 16, 16)
+    assert MaskEncoder(minimal)(_pixels()).fpn[0].shape == (2, 32, 16, 16)
     large = sam2_hiera_large_config()
     assert large.backbone_config.blocks_per_stage == [2, 6, 36, 4]
     assert large.fpn_hidden_size == 256
@@ -66,7 +70,7 @@ def test_pretrained_round_trip_vision_checkpoint(tmp_path):
     encoder.vision.save_pretrained(tmp_path)
     loaded = MaskEncoder(pretrained_path=str(tmp_path), freeze=True)
     pixels = _pixels()
-    for a, b in zip(encoder(pixels), loaded(pixels)):
+    for a, b in zip(encoder(pixels).fpn, loaded(pixels).fpn):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -88,5 +92,5 @@ def test_pretrained_full_sam2_checkpoint(tmp_path):
     loaded = MaskEncoder(pretrained_path=str(tmp_path))
     pixels = _pixels()
     expected = full.vision_encoder(pixel_values=pixels).fpn_hidden_states
-    for e, g in zip(expected, loaded(pixels)):
+    for e, g in zip(expected, loaded(pixels).fpn):
         torch.testing.assert_close(g, e, rtol=0, atol=0)

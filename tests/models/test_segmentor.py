@@ -1,13 +1,12 @@
 """Segmentor: clips flattened to frames and re-assembled as tracks."""
 
 import torch
-
-from x2sam_lightning.models.segmentor import tiny_segmentor
+from helpers.models import tiny_segmentor
 
 
 def test_image_and_clip_shapes():
     torch.manual_seed(0)
-    model = tiny_segmentor(image_size=64, num_queries=4, num_decoder_layers=2).eval()
+    model = tiny_segmentor(64, **{"mask_decoder.num_queries": 4, "mask_decoder.num_layers": 2}).eval()
     images = torch.randn(2, 1, 3, 64, 64)
     out = model(images)
     assert out["pred_logits"].shape == (2, 4, 2)
@@ -30,15 +29,23 @@ def test_image_and_clip_shapes():
 
 def test_encode_is_reused_by_decode():
     torch.manual_seed(0)
-    model = tiny_segmentor(image_size=64, num_queries=4, num_decoder_layers=1).eval()
+    model = tiny_segmentor(64, **{"mask_decoder.num_queries": 4, "mask_decoder.num_layers": 1}).eval()
     clip = torch.randn(1, 2, 3, 64, 64)
     features = model.encode(clip)
-    assert [tuple(f.shape) for f in features] == [(2, 32, 16, 16), (2, 32, 8, 8), (2, 32, 4, 4)]
+    assert [tuple(f.shape) for f in features.fpn] == [(2, 32, 16, 16), (2, 32, 8, 8), (2, 32, 4, 4)]
+    assert [tuple(f.shape) for f in features.backbone] == [
+        (2, 16, 16, 16),
+        (2, 32, 8, 8),
+        (2, 64, 4, 4),
+        (2, 128, 2, 2),
+    ]
     torch.testing.assert_close(model.decode(features, 2)["pred_masks"], model(clip)["pred_masks"])
 
 
 def test_frozen_encoder_gets_no_gradient():
-    model = tiny_segmentor(image_size=64, num_queries=4, num_decoder_layers=1, freeze_encoder=True)
+    model = tiny_segmentor(
+        64, **{"mask_decoder.num_queries": 4, "mask_decoder.num_layers": 1, "mask_encoder.freeze": True}
+    )
     model.train()
     assert not model.mask_encoder.training
     out = model(torch.randn(1, 1, 3, 64, 64))

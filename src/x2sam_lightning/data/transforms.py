@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from x2sam_lightning.data.shards import DecodedClip
+from x2sam_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
 from x2sam_lightning.types import SegSample, TrackTargets
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Sample-json keys that become explicit SegSample fields (the rest goes to ``meta``).
 _CONSUMED_KEYS = ("objects", "categories", "task", "schema")
 

@@ -17,7 +17,7 @@ from torch.optim import Optimizer
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.metrics.mask_ap import MaskAP
-from x2sam_lightning.models.postprocess import instance_postprocess
+from x2sam_lightning.models.postprocess import InstancePostprocess
 from x2sam_lightning.models.segmentor import Segmentor
 from x2sam_lightning.types import SegBatch, TrackTargets
 
@@ -36,40 +36,39 @@ class AgnosticSegmentor(L.LightningModule):
     """Stage-1 LightningModule.
 
     Args:
-        mask_encoder: SAM2 Hiera + FPN wrapper (``models.mask_encoder.MaskEncoder``).
-        pixel_decoder: multi-scale pixel decoder.
-        mask_decoder: Mask2Former-style decoder with ``num_classes=1`` (object) + no-object.
+        segmentor: mask encoder + pixel decoder + mask decoder (``num_classes=1`` "object" + no-object).
         criterion: ``models.criterion.SetCriterion``; its ``weight_dict`` weights the ``loss_*`` terms.
         optimizer: partial optimiser (Hydra ``_partial_: true``) called with parameter groups.
         scheduler: partial scheduler called with ``(optimizer, total_steps=...)``; stepped every step.
+        postprocess: raw predictions -> scored binary masks (``top_k`` per sample: AR@100 needs 100).
+        metric: the class-agnostic COCO segm metric; copied for validation and test.
         lr_overrides: ``{parameter-name prefix: lr}``, e.g. a lower rate for ``segmentor.mask_encoder``.
         weight_decay: AdamW weight decay for weights (not norms, biases, embeddings).
-        top_k: detections kept per sample for evaluation (AR@100 needs 100 only if Q >= 100).
     """
 
     def __init__(
         self,
-        mask_encoder: nn.Module,
-        pixel_decoder: nn.Module,
-        mask_decoder: nn.Module,
+        segmentor: Segmentor,
         criterion: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
+        postprocess: InstancePostprocess | None = None,
+        metric: MaskAP | None = None,
         lr_overrides: Mapping[str, float] | None = None,
         weight_decay: float = 0.05,
-        top_k: int = 100,
     ) -> None:
         super().__init__()
         # Built modules and the optimiser/scheduler partials stay out of hparams: checkpoints then hold
         # only plain values and load with torch.load(weights_only=True), as Lightning resumes them.
         self.save_hyperparameters(
-            ignore=["mask_encoder", "pixel_decoder", "mask_decoder", "criterion", "optimizer", "scheduler"]
+            ignore=["segmentor", "criterion", "optimizer", "scheduler", "postprocess", "metric"]
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.segmentor = Segmentor(mask_encoder, pixel_decoder, mask_decoder)
+        self.segmentor = segmentor
         self.criterion = criterion
-        self.val_metric = MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
-        self.test_metric = MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
+        self.postprocess = postprocess or InstancePostprocess()
+        metric = metric or MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
+        self.val_metric, self.test_metric = metric.clone(), metric.clone()
         self._test_sources: list[str] = []
 
     # -- steps ---------------------------------------------------------------------------------------
@@ -134,13 +133,12 @@ class AgnosticSegmentor(L.LightningModule):
         ]
 
     def _postprocess(self, outputs: dict[str, Any], batch: SegBatch, output_sizes: Tensor) -> list[dict]:
-        return instance_postprocess(
+        return self.postprocess(
             outputs["pred_logits"],
             outputs["pred_masks"],
             image_sizes=batch.image_sizes,
             original_sizes=output_sizes,
             padded_size=tuple(batch.pixel_values.shape[-2:]),
-            top_k=self.hparams.top_k,
         )
 
     def test_tasks(self) -> dict[str, str]:

@@ -1,11 +1,20 @@
-"""Mask2Former-style masked-attention mask decoder, with X2SAM's condition slot for stage 2.
+"""Mask2Former-style masked-attention mask decoder, with X2SAM's language slots for stage 2.
+
+Three optional inputs steer the decoder in stage 2 (the X2SAM / X-SAM design):
+
+- ``prompt``: the projected ``<SEG>`` hidden state, added to every learnable query feature (the LLM's
+  directive of what to segment);
+- ``condition_tokens``: the projected hidden states of the tokens inside the ``<p>..</p>`` spans, which the
+  queries attend to in each layer's token-to-image attention (output projection zero-initialised, so a
+  stage-1 decoder starts out unchanged);
+- ``conditions``: one pooled embedding per condition, which the cosine class scorer compares every query
+  with (the classes of stage 2 are the conditions of the prompt).
 
 Per layer (Mask2Former order): masked cross-attention of the queries to one image scale (round-robin over
 the scales, coarse first; a query only sees pixels its previous mask covers, or everything if that mask is
-empty), then -- only when conditions are given -- cross-attention of the queries to the condition tokens
-(X2SAM's token-to-image attention, output projection zero-initialised so a stage-1 decoder starts out
-unchanged), self-attention between queries, FFN. Prediction heads run on the initial queries and after
-every layer; all but the last prediction become ``aux_outputs``.
+empty), then -- only when condition tokens are given -- the token-to-image attention, self-attention
+between queries, FFN. Prediction heads run on the initial queries and after every layer; all but the last
+prediction become ``aux_outputs``.
 
 Classification: stage 1 uses a linear head (``num_classes`` + no-object; 1 + 1 for class-agnostic
 "object"). Stage 2 uses :class:`CosineClassScorer`: a query's logit for condition ``k`` is
@@ -86,7 +95,13 @@ class AttentionBlock(nn.Module):
             key, memory = query, h
         else:
             key = memory if memory_pos is None else memory + memory_pos
+        if key_padding_mask is not None:
+            # A row whose keys are all padding would give NaN: let it attend, then drop its output.
+            empty = key_padding_mask.all(-1)
+            key_padding_mask = key_padding_mask & ~empty[:, None]
         out = self.attn(query, key, memory, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+        if key_padding_mask is not None:
+            out = out.masked_fill(empty[:, None, None], 0.0)
         x = x + self.dropout(out)
         return x if self.pre_norm else self.norm(x)
 
@@ -113,15 +128,17 @@ class FFNBlock(nn.Module):
 
 
 class MaskDecoderLayer(nn.Module):
-    """One decoder layer: masked query-to-image attention, [condition attention], self-attention, FFN."""
+    """One decoder layer: masked query-to-image attention, [token-to-image attention], self-attention, FFN."""
 
     def __init__(
         self, dim: int, num_heads: int, ffn_dim: int, dropout: float, pre_norm: bool, with_conditions: bool
     ) -> None:
         super().__init__()
         self.cross_attn = AttentionBlock(dim, num_heads, dropout, pre_norm)
+        # Always pre-norm: with its output projection zero-initialised the block is then exactly the
+        # identity (a post-norm block would re-normalise its input and change a stage-1 decoder).
         self.condition_attn = (
-            AttentionBlock(dim, num_heads, dropout, pre_norm, zero_init_output=True)
+            AttentionBlock(dim, num_heads, dropout, pre_norm=True, zero_init_output=True)
             if with_conditions
             else None
         )
@@ -135,15 +152,15 @@ class MaskDecoderLayer(nn.Module):
         memory: Tensor,
         memory_pos: Tensor,
         attn_mask: Tensor | None,
-        conditions: Tensor | None = None,
-        condition_padding_mask: Tensor | None = None,
+        condition_tokens: Tensor | None = None,
+        condition_token_padding: Tensor | None = None,
     ) -> Tensor:
         """``queries``/``query_pos`` ``[N, Q, D]``, ``memory``/``memory_pos`` ``[N, S, D]``,
-        ``attn_mask`` ``[N * heads, Q, S]``, ``conditions`` ``[N, K, D]``; returns ``[N, Q, D]``."""
+        ``attn_mask`` ``[N * heads, Q, S]``, ``condition_tokens`` ``[N, L, D]``; returns ``[N, Q, D]``."""
         queries = self.cross_attn(queries, query_pos, memory, memory_pos, attn_mask=attn_mask)
-        if self.condition_attn is not None and conditions is not None:
+        if self.condition_attn is not None and condition_tokens is not None:
             queries = self.condition_attn(
-                queries, query_pos, conditions, None, key_padding_mask=condition_padding_mask
+                queries, query_pos, condition_tokens, None, key_padding_mask=condition_token_padding
             )
         queries = self.self_attn(queries, query_pos)
         return self.ffn(queries)
@@ -208,8 +225,9 @@ class MaskDecoder(nn.Module):
         dropout: Dropout everywhere.
         pre_norm: Pre-norm layers (Mask2Former uses post-norm).
         mask_threshold: A pixel is visible to a query if its previous mask probability is >= this.
-        condition_dim: Width of the condition embeddings; ``None`` builds no condition attention
-            (stage 1). If it differs from ``hidden_dim`` a linear projection is added.
+        condition_dim: Width of the stage-2 inputs (prompt, condition tokens, conditions); ``None``
+            builds no token-to-image attention (stage 1). If it differs from ``hidden_dim`` a linear
+            projection is added.
         class_head: ``"linear"`` (stage 1) or ``"cosine"`` (:class:`CosineClassScorer`; needs conditions).
     """
 
@@ -288,6 +306,9 @@ class MaskDecoder(nn.Module):
         self,
         multi_scale_features: list[Tensor],
         mask_features: Tensor,
+        prompt: Tensor | None = None,
+        condition_tokens: Tensor | None = None,
+        condition_token_padding: Tensor | None = None,
         conditions: Tensor | None = None,
         condition_padding_mask: Tensor | None = None,
     ) -> dict[str, Any]:
@@ -296,19 +317,28 @@ class MaskDecoder(nn.Module):
         Args:
             multi_scale_features: ``num_feature_levels`` maps ``[N, C, h_l, w_l]``, coarse to fine.
             mask_features: ``[N, mask_dim, h, w]``.
-            conditions: Optional ``[N, K, condition_dim]`` condition embeddings (stage 2).
+            prompt: Optional ``[N, condition_dim]`` ``<SEG>`` embedding, added to every query feature.
+            condition_tokens: Optional ``[N, L, condition_dim]`` tokens of the ``<p>..</p>`` spans for the
+                token-to-image attention.
+            condition_token_padding: Optional ``[N, L]`` bool, True where a token is padding (a row that is
+                all padding attends to nothing).
+            conditions: Optional ``[N, K, condition_dim]`` pooled condition embeddings for the cosine
+                class scorer.
             condition_padding_mask: Optional ``[N, K]`` bool, True where a condition is padding.
 
         Returns:
             ``pred_logits [N, Q, C+1]``, ``pred_masks [N, Q, h, w]`` (mask logits) and ``aux_outputs``,
             a list of ``num_layers`` dicts of the same keys (the query init and all layers but the last).
         """
-        if conditions is not None and self.condition_proj is None:
-            raise ValueError("this decoder was built without condition_dim and cannot take conditions")
+        given = {"prompt": prompt, "condition_tokens": condition_tokens, "conditions": conditions}
+        if self.condition_proj is None and any(v is not None for v in given.values()):
+            raise ValueError("this decoder was built without condition_dim and takes no stage-2 inputs")
         if self.class_scorer is not None and conditions is None:
             raise ValueError("the cosine class scorer needs conditions")
         if conditions is not None:
             conditions = self.condition_proj(conditions)
+        if condition_tokens is not None:
+            condition_tokens = self.condition_proj(condition_tokens)
         memories, memory_pos, sizes = [], [], []
         for level in range(self.num_feature_levels):
             x = multi_scale_features[level]
@@ -322,6 +352,8 @@ class MaskDecoder(nn.Module):
         n = mask_features.shape[0]
         query_pos = self.query_embed.weight[None].expand(n, -1, -1)
         queries = self.query_feat.weight[None].expand(n, -1, -1)
+        if prompt is not None:
+            queries = queries + self.condition_proj(prompt)[:, None, :]
         logits, masks, attn_mask = self._predict(
             queries, mask_features, sizes[0], conditions, condition_padding_mask
         )
@@ -334,8 +366,8 @@ class MaskDecoder(nn.Module):
                 memories[level],
                 memory_pos[level],
                 attn_mask,
-                conditions,
-                condition_padding_mask,
+                condition_tokens,
+                condition_token_padding,
             )
             next_size = sizes[(i + 1) % self.num_feature_levels]
             logits, masks, attn_mask = self._predict(

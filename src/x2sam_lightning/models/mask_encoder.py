@@ -1,13 +1,16 @@
 """The mask encoder: SAM2's Hiera backbone + FPN neck (``transformers.Sam2VisionModel``), frame by frame.
 
 Video clips are flattened to a batch of frames by the caller (``[B*T, 3, H, W]``); this module only sees
-images. It returns the FPN maps fine to coarse (strides 4, 8, 16 for the default ``num_feature_levels=3``).
+images. It returns a :class:`MaskEncoderOutput`: the FPN maps fine to coarse (strides 4, 8, 16 for the
+default ``num_feature_levels=3``), their position encodings, and the Hiera stage outputs (which the region
+sampler reads), so a new consumer reads a field instead of changing a return type.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,26 @@ def load_sam2_vision_model(pretrained_path: str | Path) -> Sam2VisionModel:
     return full.vision_encoder
 
 
+@dataclass
+class MaskEncoderOutput:
+    """Features of a batch of ``N`` frames.
+
+    Attributes:
+        fpn: FPN maps fine to coarse, ``[N, C, H / s, W / s]`` for ``s`` in :attr:`MaskEncoder.strides`.
+        fpn_pos: the FPN's sine position encodings, same shapes as ``fpn``.
+        backbone: Hiera stage outputs fine to coarse, ``[N, C_stage, H / s, W / s]`` (channels first).
+    """
+
+    fpn: list[Tensor]
+    fpn_pos: list[Tensor]
+    backbone: list[Tensor]
+
+    def select(self, index: Tensor) -> MaskEncoderOutput:
+        """The frames ``index`` (``[M]`` long) of every map."""
+        pick = lambda maps: [m.index_select(0, index) for m in maps]  # noqa: E731
+        return MaskEncoderOutput(pick(self.fpn), pick(self.fpn_pos), pick(self.backbone))
+
+
 class MaskEncoder(nn.Module):
     """SAM2 Hiera + FPN applied to a batch of frames.
 
@@ -189,13 +212,28 @@ class MaskEncoder(nn.Module):
         # A frozen encoder keeps eval-mode behaviour (no dropout / drop-path) whatever the trainer asks.
         return super().train(mode and not self.freeze)
 
-    def forward(self, pixel_values: Tensor) -> list[Tensor]:
+    @property
+    def backbone_channels(self) -> list[int]:
+        """Channels of each Hiera stage output, fine to coarse."""
+        return list(self.config.backbone_config.embed_dim_per_stage)
+
+    def forward(self, pixel_values: Tensor) -> MaskEncoderOutput:
         """Encode frames.
+
+        ``Sam2VisionModel.forward`` does not return the Hiera stage outputs, so its two steps (backbone,
+        neck) are called here; the FPN maps are bit-identical to the plain model's.
 
         Args:
             pixel_values: ``[N, 3, H, W]`` normalised frames.
 
         Returns:
-            FPN maps fine to coarse, ``[N, C, H / s, W / s]`` for ``s`` in :attr:`strides`.
+            :class:`MaskEncoderOutput`.
         """
-        return list(self.vision(pixel_values=pixel_values).fpn_hidden_states)
+        stages = self.vision.backbone(pixel_values).intermediate_hidden_states
+        fpn, fpn_pos = self.vision.neck(stages)
+        levels = self.config.num_feature_levels
+        return MaskEncoderOutput(
+            fpn=list(fpn[-levels:][::-1]),
+            fpn_pos=list(fpn_pos[-levels:][::-1]),
+            backbone=[stage.permute(0, 3, 1, 2) for stage in stages],
+        )

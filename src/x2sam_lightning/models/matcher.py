@@ -1,13 +1,16 @@
 """Hungarian matching of predicted tracks to target tracks (Mask2Former's matcher, for clips).
 
-Cost of (query ``q``, target ``n``) = ``cost_class * -p_q(label_n)`` + ``cost_mask * BCE`` +
+Cost of (query ``q``, target ``n``) = ``cost_class * class cost`` + ``cost_mask * BCE`` +
 ``cost_dice * dice``, the mask terms computed on random points shared by all queries, targets and frames
-of a sample, over the frames where target ``n`` is annotated (``valid``).
+of a sample, over the frames where target ``n`` is annotated (``valid``). The class cost follows the
+classification loss: ``-softmax(logits)[label]`` for cross-entropy; for the sigmoid focal loss the focal
+cost of Deformable DETR / Mask DINO, ``alpha (1-p)^g (-log p) - (1-alpha) p^g (-log(1-p))`` with
+``p = sigmoid(logit[label])``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -28,6 +31,8 @@ class HungarianMatcher(nn.Module):
         num_points: Random points per sample (shared by its queries, targets and frames).
         point_grid: If set, the pixel centres of a ``point_grid x point_grid`` lattice over the image
             replace the random points (deterministic; cheap for small inputs and exact in tests).
+        class_loss: ``"ce"`` or ``"focal"``: which class cost (set it to the criterion's ``class_loss``).
+        focal_alpha, focal_gamma: Focal cost parameters.
     """
 
     def __init__(
@@ -37,13 +42,29 @@ class HungarianMatcher(nn.Module):
         cost_dice: float = 5.0,
         num_points: int = 12544,
         point_grid: int | None = None,
+        class_loss: Literal["ce", "focal"] = "ce",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
             raise ValueError("all costs are 0")
+        if class_loss not in ("ce", "focal"):
+            raise ValueError(f"class_loss must be 'ce' or 'focal', not {class_loss!r}")
+        self.class_loss, self.focal_alpha, self.focal_gamma = class_loss, focal_alpha, focal_gamma
         self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
         self.num_points = num_points
         self.point_grid = point_grid
+
+    def class_cost(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``[Q, N]`` classification cost of ``logits [Q, C+1]`` against target ``labels [N]``."""
+        if self.class_loss == "ce":
+            return -logits.softmax(-1)[:, labels]
+        prob = logits[:, labels].sigmoid()
+        alpha, gamma = self.focal_alpha, self.focal_gamma
+        positive = alpha * (1 - prob) ** gamma * -(prob + 1e-8).log()
+        negative = (1 - alpha) * prob**gamma * -(1 - prob + 1e-8).log()
+        return positive - negative
 
     @torch.no_grad()
     def cost_matrix(self, logits: Tensor, masks: Tensor, target: TrackTargets) -> Tensor:
@@ -61,7 +82,7 @@ class HungarianMatcher(nn.Module):
         num_queries = masks.shape[0]
         if len(target) == 0:
             return logits.new_zeros(num_queries, 0)
-        cost = -logits.softmax(-1)[:, target.labels] * self.cost_class
+        cost = self.class_cost(logits, target.labels) * self.cost_class
         if self.point_grid is not None:
             coords = grid_coords(self.point_grid, self.point_grid, masks.device)
         else:

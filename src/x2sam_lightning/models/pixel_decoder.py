@@ -171,7 +171,7 @@ class PixelDecoder(nn.Module):
             in_channels = [in_channels] * num_levels
         if len(in_channels) != num_levels:
             raise ValueError(f"{len(in_channels)} in_channels for {num_levels} levels")
-        self.num_levels = num_levels
+        self.num_levels, self.hidden_dim, self.mask_dim = num_levels, hidden_dim, mask_dim
         self.num_transformer_levels = num_levels if num_transformer_levels is None else num_transformer_levels
         if not 1 <= self.num_transformer_levels <= num_levels:
             raise ValueError(f"num_transformer_levels must be in [1, {num_levels}]")

@@ -1,0 +1,17 @@
+"""Build model parts from the project's Hydra configs (one preset, one place: ``conf/model``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+
+from x2sam_lightning.config import compose_config
+
+
+def tiny_segmentor(image_size: int = 128, **parts: Any) -> Any:
+    """The stage-1 CPU preset's segmentor at ``image_size``; ``parts`` override config values by dotted
+    path under ``model.segmentor`` (e.g. ``{"mask_decoder.num_queries": 4}``)."""
+    overrides = [f"data.image_size={image_size}"]
+    overrides += [f"model.segmentor.{key}={value}" for key, value in parts.items()]
+    return instantiate(compose_config("agnostic", overrides).model.segmentor)
