@@ -25,7 +25,7 @@ USAGE = """\
 usage: python -m x2sam_lightning VERB [+experiment=NAME] [HYDRA OVERRIDES ...]
 
 verbs:
-  fit        train (stage 1: +experiment=agnostic)
+  fit        train (stage 1: +experiment=agnostic; stage 2: +experiment=joint_image)
   validate   evaluate on the validation sources (ckpt_path=... to load a checkpoint)
   test       evaluate a checkpoint on the test sources and write a results table (markdown + JSON)
   predict    write predicted masks (COCO RLE, JSON lines) for the predict sources
@@ -77,6 +77,10 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
+    if hasattr(module, "model_config"):  # recorded in stage-2 checkpoints: what rebuilds the model
+        from omegaconf import OmegaConf
+
+        module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -93,11 +97,49 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
         print(f"  {key:<{width}}  {value:.4f}")
 
 
+def resolve_stage1_checkpoint(cfg: Any) -> None:
+    """``model.stage1_checkpoint: auto``: the newest checkpoint of the stage-1 experiment under
+    ``paths.output_dir``; if there is none, train stage 1 first (its own experiment, same data and output
+    folders). The resolved path replaces ``auto`` in the config (and so in the run's saved config)."""
+    from omegaconf import open_dict
+
+    from x2sam_lightning.config import compose_config
+
+    if cfg.model.get("stage1_checkpoint") != "auto":
+        return
+    experiment = cfg.get("stage1_experiment") or "agnostic"
+    runs = Path(cfg.paths.output_dir) / experiment / "fit"
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        print(f"stage 1: no checkpoint under {runs}; training `fit +experiment={experiment}` first")
+        stage1 = compose_config(
+            experiment,
+            [f"paths.data_dir={cfg.paths.data_dir}", f"paths.output_dir={cfg.paths.output_dir}"],
+        )
+        Path(stage1.paths.run_dir).mkdir(parents=True, exist_ok=True)
+        run_fit(stage1)
+        found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(f"stage 1 wrote no checkpoint under {runs}")
+    print(f"stage 2 starts from the stage-1 checkpoint {found[-1]}")
+    with open_dict(cfg):
+        cfg.model.stage1_checkpoint = str(found[-1])
+
+
 def run_fit(cfg: Any) -> dict[str, float]:
+    resolve_stage1_checkpoint(cfg)
     datamodule, module, trainer = build_run(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     _print_metrics("held-out metrics at the last validation:", metrics)
+    if cfg.get("test_after_fit"):
+        from x2sam_lightning.lightning.results import write_test_results
+
+        results = _merge(trainer.test(module, datamodule=datamodule, verbose=False))
+        paths = write_test_results(results, Path(cfg.paths.run_dir), module.test_tasks())
+        _print_metrics("test split (held out; never used to choose a setting):", results)
+        print("results table: " + ", ".join(str(p) for p in paths))
+        metrics.update(results)
     return metrics
 
 

@@ -1,13 +1,18 @@
-"""What a stage-1 checkpoint hands to stage 2: the pixel- and mask-decoder weights, by name.
+"""Checkpoint records and the stage-1 -> stage-2 hand-off.
 
 A Lightning checkpoint of :class:`AgnosticSegmentor` stores the whole ``state_dict``; this module adds a
-small versioned record (``checkpoint["x2sam_stage1"]``) naming the decoder parts and their shapes, and
-reads them back without building the LightningModule, so stage 2 can initialise its decoder from any
-stage-1 run.
+small versioned record (``checkpoint["x2sam_stage1"]``) naming the segmentor parts and their shapes, reads
+them back without building the LightningModule, and loads them into a stage-2 segmentor with an explicit
+list of what may differ: stage 2's decoder adds the language inputs (token-to-image attention, condition
+projection, cosine class scorer) and drops stage 1's linear object / no-object head. Anything else missing,
+unexpected or of another shape is an error naming the parameter. Every load is ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,13 @@ import torch
 from torch import nn
 
 STAGE1_FORMAT = "x2sam_stage1"
-STAGE1_PARTS = ("pixel_decoder", "mask_decoder")
+STAGE1_PARTS = ("mask_encoder", "pixel_decoder", "mask_decoder")
 _PREFIX = "segmentor."
+
+#: Stage-2 mask-decoder parameters a stage-1 checkpoint does not have.
+STAGE2_ONLY = (r"layers\.\d+\.condition_attn\..*", r"class_scorer\..*", r"condition_proj\..*")
+#: Stage-1 mask-decoder parameters stage 2 does not use (the linear object / no-object head).
+STAGE1_ONLY = (r"class_embed\..*",)
 
 
 def stage1_metadata(module: nn.Module) -> dict[str, Any]:
@@ -35,13 +45,27 @@ def stage1_metadata(module: nn.Module) -> dict[str, Any]:
     }
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, pickle with code objects, not a torch file, ...
+        raise ValueError(f"checkpoint {path} cannot be read as a weights-only torch file: {error}") from error
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ValueError(f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict')")
+    return dict(checkpoint)
+
+
 def load_stage1_decoder(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    """Read ``{"pixel_decoder": state_dict, "mask_decoder": state_dict}`` from a stage-1 checkpoint.
+    """Read ``{part: state_dict}`` for the segmentor parts of a stage-1 checkpoint.
 
     Raises:
         ValueError: the file is not a stage-1 checkpoint, or its weights miss a recorded parameter.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
     record = checkpoint.get(STAGE1_FORMAT)
     if record is None:
         raise ValueError(f"{path}: not a stage-1 (AgnosticSegmentor) checkpoint: no '{STAGE1_FORMAT}' record")
@@ -54,3 +78,60 @@ def load_stage1_decoder(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
         if missing:
             raise ValueError(f"{path}: {part} weights missing from the state dict: {missing[:5]}")
     return parts
+
+
+@dataclass
+class HandoffReport:
+    """What :func:`load_stage1_into` did: per part, the keys loaded and the allowed differences."""
+
+    loaded: dict[str, int] = field(default_factory=dict)
+    stage2_only: list[str] = field(default_factory=list)
+    stage1_only: list[str] = field(default_factory=list)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(re.fullmatch(p, name) for p in patterns)
+
+
+def load_stage1_into(
+    segmentor: nn.Module, path: str | Path, parts: Sequence[str] = STAGE1_PARTS
+) -> HandoffReport:
+    """Initialise a stage-2 segmentor's ``parts`` from a stage-1 checkpoint.
+
+    Raises:
+        ValueError: naming every parameter that is missing, unexpected or of another shape beyond the
+            allowed stage-1 / stage-2 differences (e.g. a checkpoint of another preset).
+    """
+    weights = load_stage1_decoder(path)
+    report = HandoffReport()
+    problems: list[str] = []
+    for part in parts:
+        if part not in weights:
+            raise ValueError(f"{path}: no '{part}' in the stage-1 record (parts: {sorted(weights)})")
+        module: nn.Module = getattr(segmentor, part)
+        own = module.state_dict()
+        given = weights[part]
+        missing = sorted(set(own) - set(given))
+        unexpected = sorted(set(given) - set(own))
+        allowed_missing = [k for k in missing if part == "mask_decoder" and _matches(k, STAGE2_ONLY)]
+        allowed_unexpected = [k for k in unexpected if part == "mask_decoder" and _matches(k, STAGE1_ONLY)]
+        problems += [f"{part}.{k} missing from the checkpoint" for k in missing if k not in allowed_missing]
+        problems += [
+            f"{part}.{k} unexpected in the checkpoint" for k in unexpected if k not in allowed_unexpected
+        ]
+        problems += [
+            f"{part}.{k}: checkpoint shape {list(given[k].shape)} != model shape {list(own[k].shape)}"
+            for k in sorted(set(own) & set(given))
+            if given[k].shape != own[k].shape
+        ]
+        if problems:
+            continue
+        state = {k: v for k, v in given.items() if k in own}
+        module.load_state_dict({**own, **state})
+        report.loaded[part] = len(state)
+        report.stage2_only += [f"{part}.{k}" for k in allowed_missing]
+        report.stage1_only += [f"{part}.{k}" for k in allowed_unexpected]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
+        raise ValueError(f"stage-1 checkpoint {path} does not fit this model: {shown}")
+    return report

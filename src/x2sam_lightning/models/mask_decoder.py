@@ -263,6 +263,7 @@ class MaskDecoder(nn.Module):
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         with_conditions = condition_dim is not None
+        self.hidden_dim, self.condition_dim = hidden_dim, condition_dim
         self.condition_proj: nn.Module | None = None
         if with_conditions:
             self.condition_proj = (

@@ -1,0 +1,338 @@
+"""Scoring stage-2 predictions: one function per kind of task feeds that task's metrics.
+
+Evaluation follows the benchmarks' protocol: the reply is *generated* from the user turns (greedy), the
+masks come from the ``<SEG>`` tokens of that reply (:meth:`X2SAM.generate`), and a reply without the
+``<SEG>`` a condition needs yields an empty mask rather than an error. Masks are scored inside the
+un-padded content at the model input size (the synthetic sets' native size; original-resolution scoring
+of real datasets comes with the dataset recipes).
+
+Each task's metrics form a :class:`~x2sam_lightning.metrics.factory.TaskMetricCollection` built from
+``conf/model/metrics`` (one member per name; visual-prompt tasks have one member per prompt type, chosen
+by ``Conversation.prompt_type``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from x2sam_lightning.metrics.chat_accuracy import ChatAccuracy
+from x2sam_lightning.metrics.factory import TaskMetricCollection
+from x2sam_lightning.metrics.grefcoco import GRefCOCOIoU
+from x2sam_lightning.models.x2sam import X2SAMOutput
+from x2sam_lightning.models.x2sam_postprocess import (
+    best_query,
+    instance_detections,
+    panoptic_inference,
+    resize_masks,
+    semantic_inference,
+)
+from x2sam_lightning.special_tokens import P_END, P_START, SEG
+from x2sam_lightning.types import SegBatch
+
+ClassLoss = Literal["ce", "focal"]
+
+
+def build_metrics(
+    task: str, members: Mapping[str, Callable[..., Metric]], categories: list[dict[str, Any]]
+) -> TaskMetricCollection:
+    """Instantiate a task's metric partials, filling the arguments a vocabulary decides (``things`` /
+    ``stuffs`` category ids, ``num_classes``) from the source's ``categories``; member ``name`` reports
+    under ``name/`` when the task has several members of one class (prompt types)."""
+    vocabulary = {
+        "things": [c["id"] for c in categories if c.get("isthing", True)],
+        "stuffs": [c["id"] for c in categories if not c.get("isthing", True)],
+        "num_classes": len(categories),
+    }
+    metrics, prefixes = {}, {}
+    classes = [getattr(p, "func", p) for p in members.values()]
+    for (name, partial), cls in zip(members.items(), classes):
+        accepted = inspect.signature(cls).parameters
+        metrics[name] = partial(**{k: v for k, v in vocabulary.items() if k in accepted})
+        prefixes[name] = f"{name}/" if classes.count(cls) > 1 else ""
+    return TaskMetricCollection(metrics, prefixes, task)
+
+
+def task_kind(task: str) -> str:
+    """``img_refseg`` -> ``refseg`` (the evaluator of a task does not depend on its modality prefix)."""
+    return task.split("_", 1)[1] if "_" in task else task
+
+
+class Evaluator:
+    """Updates metrics from one evaluated batch.
+
+    Args:
+        tokenizer: decodes generated replies (captions, chat answers).
+        class_loss: how class logits are turned into probabilities.
+        top_k: detections kept per condition set (instance AP, VGD AP).
+    """
+
+    def __init__(self, tokenizer: Any, class_loss: ClassLoss = "ce", top_k: int = 100) -> None:
+        self.tokenizer, self.class_loss, self.top_k = tokenizer, class_loss, top_k
+        self.kinds: dict[str, Callable[..., None]] = {
+            "genseg": self.generic,
+            "ovseg": self.generic,
+            "refseg": self.referring,
+            "reaseg": self.referring,
+            "gcgseg": self.gcg,
+            "intseg": self.interactive,
+            "vgdseg": self.visual_grounding,
+            "chat": self.chat,
+        }
+
+    def __call__(
+        self, batch: SegBatch, out: X2SAMOutput, replies: list[list[int]], metrics: TaskMetricCollection
+    ) -> None:
+        kind = task_kind(batch.tasks[0])
+        if kind not in self.kinds:
+            raise KeyError(f"no evaluator for task {batch.tasks[0]!r}; known kinds: {sorted(self.kinds)}")
+        self.kinds[kind](batch, out, replies, metrics)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _instance_masks(self, batch: SegBatch, out: X2SAMOutput, index: int) -> Tensor:
+        """Mask logits ``[Q, T, h, w]`` of instance ``index`` at the sample's content size."""
+        b = out.instances[index].sample
+        h, w = (int(v) for v in batch.image_sizes[b])
+        padded = tuple(batch.pixel_values.shape[-2:])
+        return resize_masks(out.seg["pred_masks"][index], padded, (h, w), (h, w))
+
+    @staticmethod
+    def _content(batch: SegBatch, b: int, masks: Tensor) -> Tensor:
+        h, w = (int(v) for v in batch.image_sizes[b])
+        return masks[..., :h, :w]
+
+    def _own_masks(self, batch: SegBatch, out: X2SAMOutput) -> dict[tuple[int, int], Tensor]:
+        """``(sample, condition) -> mask [T, h, w]`` of every per-condition instance (best query)."""
+        found = {}
+        for i, inst in enumerate(out.instances):
+            if inst.own is None:
+                continue
+            query, _ = best_query(out.seg["pred_logits"][i], inst.own, self.class_loss)
+            found[inst.conditions[inst.own]] = self._instance_masks(batch, out, i)[query] > 0
+        return found
+
+    def _set_instance(self, out: X2SAMOutput, b: int) -> int | None:
+        return next(
+            (i for i, inst in enumerate(out.instances) if inst.sample == b and inst.own is None), None
+        )
+
+    def _union(self, batch: SegBatch, b: int, objects: list[int]) -> Tensor:
+        masks = self._content(batch, b, batch.targets[b].masks)
+        if not objects:
+            return torch.zeros_like(masks[0]) if masks.shape[0] else masks.new_zeros(masks.shape[1:])
+        return masks[torch.as_tensor(objects, device=masks.device)].any(0)
+
+    def _empty(self, batch: SegBatch, b: int) -> Tensor:
+        h, w = (int(v) for v in batch.image_sizes[b])
+        return torch.zeros(batch.num_frames, h, w, dtype=torch.bool, device=batch.pixel_values.device)
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    @staticmethod
+    def _member(metrics: TaskMetricCollection, prompt_type: str | None) -> Metric:
+        if prompt_type is not None and prompt_type in metrics:
+            return metrics[prompt_type]
+        if len(metrics) != 1:
+            raise KeyError(
+                f"{metrics.task}: prompt type {prompt_type!r} matches none of {list(metrics.keys())}"
+            )
+        return next(iter(metrics.values()))
+
+    # -- kinds -----------------------------------------------------------------------------------------
+
+    def generic(
+        self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
+    ) -> None:
+        """Panoptic, semantic and instance outputs of the one ``set`` instance per sample."""
+        for b, conversation in enumerate(batch.conversations):
+            categories = batch.categories[b]
+            to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
+            target = batch.targets[b]
+            gt_masks = self._content(batch, b, target.masks)[:, 0]  # [N, h, w]
+            h, w = gt_masks.shape[-2:] if gt_masks.shape[0] else self._empty(batch, b).shape[-2:]
+            gt_ids = torch.zeros(h, w, dtype=torch.long)
+            gt_semantic = torch.full((h, w), 255, dtype=torch.long)
+            gt_segments = []
+            for n in range(len(target)):
+                gt_ids[gt_masks[n].cpu()] = n + 1
+                gt_semantic[gt_masks[n].cpu()] = int(target.labels[n])
+                gt_segments.append(
+                    {
+                        "id": n + 1,
+                        "category_id": categories[int(target.labels[n])]["id"],
+                        "iscrowd": int(target.iscrowd[n]),
+                    }
+                )
+            index = self._set_instance(out, b)
+            if index is None:
+                pred_ids, pred_segments = torch.zeros(h, w, dtype=torch.long), []
+                pred_semantic = torch.full((h, w), 255, dtype=torch.long)
+                detections = {"scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+                detections["masks"] = torch.zeros(0, h, w, dtype=torch.bool)
+            else:
+                logits, masks = out.seg["pred_logits"][index], self._instance_masks(batch, out, index)
+                is_thing = [bool(categories[int(c)].get("isthing", True)) for c in to_category]
+                ids, segments = panoptic_inference(logits, masks, is_thing, self.class_loss)
+                pred_ids = ids[0].cpu()
+                pred_segments = [
+                    {"id": s["id"], "category_id": categories[int(to_category[s["label"]])]["id"]}
+                    for s in segments
+                ]
+                pred_semantic = to_category[semantic_inference(logits, masks, self.class_loss)[0].cpu()]
+                detections = instance_detections(logits, masks, self.top_k, self.class_loss)
+                detections = {
+                    "scores": detections["scores"].cpu(),
+                    "labels": to_category[detections["labels"].cpu()],
+                    "masks": detections["masks"][:, 0].cpu(),
+                }
+            for name, metric in metrics.items(keep_base=True, copy_state=False):
+                kind = type(metric).__name__
+                if kind == "PanopticQuality":
+                    metric.update(pred_ids, gt_ids, pred_segments, gt_segments)
+                elif kind == "MeanIoU":
+                    metric.update(pred_semantic, gt_semantic)
+                elif kind == "MaskAP":
+                    metric.update(
+                        [detections],
+                        [
+                            {
+                                "masks": gt_masks.cpu(),
+                                "labels": target.labels.cpu(),
+                                "iscrowd": target.iscrowd.long().cpu(),
+                            }
+                        ],
+                    )
+                else:
+                    raise TypeError(
+                        f"{metrics.task}: generic segmentation cannot feed metric {name!r} ({kind})"
+                    )
+
+    def referring(
+        self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
+    ) -> None:
+        """One mask per condition of the prompt: the best query of its ``<SEG>``; none -> empty."""
+        own = self._own_masks(batch, out)
+        preds, targets, said_none = [], [], []
+        for b, conversation in enumerate(batch.conversations):
+            for k, objects in enumerate(conversation.condition_objects):
+                pred = own.get((b, k))
+                said_none.append(pred is None)
+                preds.append(self._empty(batch, b) if pred is None else pred)
+                targets.append(self._union(batch, b, objects))
+        if not preds:
+            return
+        pred, target = torch.stack(preds).cpu(), torch.stack(targets).cpu()
+        for metric in metrics.values():
+            if isinstance(metric, GRefCOCOIoU):
+                empty_target = ~target.flatten(1).any(1)
+                metric.update(pred, target, torch.tensor(said_none), empty_target)
+            else:
+                metric.update(pred, target.long())
+
+    def gcg(self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection) -> None:
+        """Caption, phrases and their masks from the generated reply against the reference answer."""
+        own = self._own_masks(batch, out)
+        pred_masks, target_masks, pred_phrases, target_phrases, pred_captions, target_captions = (
+            [] for _ in range(6)
+        )
+        for b, conversation in enumerate(batch.conversations):
+            reply = self._text(replies[b])
+            spans = [(k, s) for k, s in enumerate(out.condition_spans[b]) if s[0] >= out.reply_starts[b]]
+            phrases = [
+                _strip_markers(self._text(out.input_ids[b, s[0] : s[1] + 1].tolist())) for _, s in spans
+            ]
+            masks = [own.get((b, k), self._empty(batch, b)) for k, _ in spans]
+            reference = next(m["content"] for m in conversation.messages if m["role"] == "assistant")
+            ref_phrases = _phrases(reference)
+            pred_masks.append(torch.stack(masks)[:, 0].cpu() if masks else self._empty(batch, b)[:0, 0].cpu())
+            target_masks.append(
+                torch.stack([self._union(batch, b, objs)[0] for objs in conversation.condition_objects]).cpu()
+                if conversation.condition_objects
+                else self._empty(batch, b)[:0, 0].cpu()
+            )
+            pred_phrases.append(phrases)
+            target_phrases.append(ref_phrases)
+            pred_captions.append(_strip_markers(reply))
+            target_captions.append(_strip_markers(reference))
+        for metric in metrics.values():
+            metric.update(
+                pred_masks, target_masks, pred_phrases, target_phrases, pred_captions, target_captions
+            )
+
+    def interactive(
+        self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
+    ) -> None:
+        """One mask per visual prompt: the query most confident in that region's condition."""
+        for b, conversation in enumerate(batch.conversations):
+            index = self._set_instance(out, b)
+            preds, targets = [], []
+            for k, objects in enumerate(conversation.condition_objects):
+                if index is None:
+                    preds.append(self._empty(batch, b)[0])
+                else:
+                    query, _ = best_query(out.seg["pred_logits"][index], k, self.class_loss)
+                    preds.append(self._instance_masks(batch, out, index)[query, 0] > 0)
+                targets.append(self._union(batch, b, objects)[0])
+            if preds:
+                metric = self._member(metrics, conversation.prompt_type)
+                metric.update(torch.stack(preds).cpu(), torch.stack(targets).long().cpu())
+
+    def visual_grounding(
+        self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
+    ) -> None:
+        """Detections of each prompted region's category against every instance of the image."""
+        for b, conversation in enumerate(batch.conversations):
+            target = batch.targets[b]
+            to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
+            index = self._set_instance(out, b)
+            gt = self._content(batch, b, target.masks)[:, 0].cpu()
+            if index is None:
+                h, w = gt.shape[-2:]
+                masks, scores, labels = (
+                    torch.zeros(0, h, w, dtype=torch.bool),
+                    torch.zeros(0),
+                    torch.zeros(0).long(),
+                )
+            else:
+                det = instance_detections(
+                    out.seg["pred_logits"][index],
+                    self._instance_masks(batch, out, index),
+                    self.top_k,
+                    self.class_loss,
+                )
+                masks, scores, labels = (
+                    det["masks"][:, 0].cpu(),
+                    det["scores"].cpu(),
+                    to_category[det["labels"].cpu()],
+                )
+            metric = self._member(metrics, conversation.prompt_type)
+            metric.update(masks, scores, labels, gt, target.labels.cpu(), target.iscrowd.cpu())
+
+    def chat(self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection) -> None:
+        answers = [self.tokenizer.decode(r, skip_special_tokens=True) for r in replies]
+        references = [c.answer or "" for c in batch.conversations]
+        for metric in metrics.values():
+            if not isinstance(metric, ChatAccuracy):
+                raise TypeError(f"{metrics.task}: chat cannot feed {type(metric).__name__}")
+            metric.update(answers, references)
+
+
+def _strip_markers(text: str) -> str:
+    for marker in (P_START, P_END, SEG, "<|im_end|>", "<|endoftext|>"):
+        text = text.replace(marker, "")
+    return " ".join(text.split())
+
+
+def _phrases(text: str) -> list[str]:
+    parts, phrases = text.split(P_START)[1:], []
+    for part in parts:
+        if P_END in part:
+            phrases.append(" ".join(part.split(P_END)[0].split()))
+    return phrases

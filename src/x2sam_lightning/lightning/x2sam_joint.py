@@ -1,0 +1,260 @@
+"""Stage 2: ``X2SAMJoint``, the whole model trained on every task at once (paper section 3.3).
+
+Loss: chat samples L_ar (next-token cross-entropy on the answers); segmentation samples
+L_ar + L_mask + L_cls (the set criterion on every decoding instance, with the conditions as classes).
+Optimisation: parameter groups with their own learning rates (the paper: mask encoder 1e-5, the rest
+1e-4), AdamW, warm-up then cosine, gradient clipping from the trainer config.
+
+Checkpoints hold only what training changes (the frozen base weights of the vision-language model stay
+in its local folder) plus an ``x2sam_stage2`` record: the base folder and the digest of its config, and
+the model config when the CLI built the module, so a checkpoint names what rebuilds it. Loading checks
+that exactly the frozen base weights are absent and that the base folder is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
+from x2sam_lightning.lightning.evaluation import Evaluator, build_metrics
+from x2sam_lightning.lightning.optim import param_groups
+from x2sam_lightning.metrics.factory import TaskMetricCollection, to_floats
+from x2sam_lightning.models.region_sampler import RegionSampler
+from x2sam_lightning.models.segmentor import Segmentor
+from x2sam_lightning.models.vl_backbone import VLBackbone
+from x2sam_lightning.models.x2sam import X2SAM, instance_targets
+from x2sam_lightning.types import SegBatch
+
+log = logging.getLogger(__name__)
+STAGE2_FORMAT = "x2sam_stage2"
+
+
+class X2SAMJoint(L.LightningModule):
+    """Stage-2 LightningModule.
+
+    Args:
+        segmentor: mask encoder + pixel decoder + mask decoder (decoder with ``condition_dim`` and the
+            cosine class head).
+        vl_backbone: the Qwen3-VL wrapper (tokenizer, LoRA, frozen parts).
+        region_sampler: the parameter-free visual-prompt sampler.
+        criterion: ``SetCriterion`` over decoding instances (its ``class_loss`` decides probabilities).
+        optimizer: partial optimiser called with parameter groups.
+        scheduler: partial scheduler called with ``(optimizer, total_steps=...)``, stepped every step.
+        metrics: ``{task: {member: metric partial}}`` (``conf/model/metrics``); each evaluated source gets
+            its own collection (vocabulary arguments filled from the source's categories).
+        stage1_checkpoint: a stage-1 checkpoint to initialise ``stage1_parts`` of the segmentor from when
+            a fit starts (not when it resumes).
+        stage1_parts: which segmentor parts to take from it.
+        lr_overrides: ``{parameter-name prefix: lr}`` (e.g. ``{net.segmentor.mask_encoder: 1e-5}``).
+        weight_decay: AdamW weight decay (not for norms, biases, embeddings).
+        ar_weight: weight of L_ar in the total loss.
+        projector_depth: layers of the MLLM and region projectors.
+        max_new_tokens: generation length in evaluation.
+        top_k: detections kept per image in evaluation.
+        eval_seed: seed of the region sampler's points in evaluation (reproducible scores).
+    """
+
+    def __init__(
+        self,
+        segmentor: Segmentor,
+        vl_backbone: VLBackbone,
+        region_sampler: RegionSampler,
+        criterion: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        metrics: Mapping[str, Mapping[str, Callable[..., Any]]] | None = None,
+        stage1_checkpoint: str | None = None,
+        stage1_parts: Sequence[str] = STAGE1_PARTS,
+        lr_overrides: Mapping[str, float] | None = None,
+        weight_decay: float = 0.05,
+        ar_weight: float = 1.0,
+        projector_depth: int = 2,
+        max_new_tokens: int = 64,
+        top_k: int = 100,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            ignore=[
+                "segmentor",
+                "vl_backbone",
+                "region_sampler",
+                "criterion",
+                "optimizer",
+                "scheduler",
+                "metrics",
+            ]
+        )
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.net = X2SAM(segmentor, vl_backbone, region_sampler, projector_depth)
+        self.criterion = criterion
+        self.metric_partials = {task: dict(members) for task, members in (metrics or {}).items()}
+        self.evaluator = Evaluator(vl_backbone.tokenizer, getattr(criterion, "class_loss", "ce"), top_k)
+        self.eval_metrics = nn.ModuleDict()
+        self.model_config: dict[str, Any] | None = None  # set by the CLI: recorded in checkpoints
+        # Frozen base weights are not saved: Lightning must not insist on them when loading.
+        self.strict_loading = False
+        self._evaluated: dict[str, list[str]] = {"val": [], "test": []}
+
+    # -- fit set-up ------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        path = self.hparams.stage1_checkpoint
+        if stage == "fit" and path and not (self._trainer is not None and self.trainer.ckpt_path):
+            report = load_stage1_into(self.net.segmentor, path, self.hparams.stage1_parts)
+            log.info(
+                "initialised %s from stage-1 checkpoint %s (new in stage 2: %d tensors; dropped: %s)",
+                ", ".join(report.loaded),
+                path,
+                len(report.stage2_only),
+                report.stage1_only,
+            )
+
+    # -- training --------------------------------------------------------------------------------------
+
+    def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
+        out = self.net(batch)
+        size = batch.batch_size
+        loss = out.lm_loss * self.hparams.ar_weight if out.lm_loss is not None else None
+        if out.lm_loss is not None:
+            self.log("train/lm_loss", out.lm_loss, batch_size=size)
+        if out.seg is not None:
+            losses = self.criterion(out.seg, instance_targets(out.instances, batch))
+            seg_loss = self.criterion.weighted(losses)
+            loss = seg_loss if loss is None else loss + seg_loss
+            self.log("train/seg_loss", seg_loss, batch_size=size)
+            for name, value in losses.items():
+                if name.count("_") == 1:  # final-layer terms only
+                    self.log(f"train/{name}", value, batch_size=size)
+        if loss is None:
+            raise ValueError(f"batch of {batch.source!r} ({batch.tasks[0]}) has nothing to learn: no answer")
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        return loss
+
+    # -- evaluation ------------------------------------------------------------------------------------
+
+    def _source_name(self, stage: str, dataloader_idx: int, batch: SegBatch) -> str:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = getattr(datamodule, f"{stage}_source_names", None)
+        return names[dataloader_idx] if names else batch.source
+
+    def _collection(self, stage: str, source: str, task: str) -> TaskMetricCollection:
+        key = f"{stage}__{source}"
+        if key not in self.eval_metrics:
+            if task not in self.metric_partials:
+                raise KeyError(
+                    f"no metrics configured for task {task!r} (model.metrics has {sorted(self.metric_partials)})"
+                )
+            datamodule = getattr(self.trainer, "datamodule", None)
+            sources = getattr(datamodule, f"{stage}_sources", {}) or {}
+            categories = sources[source].categories if source in sources else []
+            self.eval_metrics[key] = build_metrics(task, self.metric_partials[task], categories).to(
+                self.device
+            )
+            self._evaluated[stage].append(source)
+        return self.eval_metrics[key]
+
+    def _evaluate(self, batch: SegBatch, stage: str, dataloader_idx: int) -> None:
+        source = self._source_name(stage, dataloader_idx, batch)
+        metrics = self._collection(stage, source, batch.tasks[0])
+        generator = torch.Generator().manual_seed(self.hparams.eval_seed)
+        out, replies = self.net.generate(batch, self.hparams.max_new_tokens, generator)
+        self.evaluator(batch, out, replies, metrics)
+
+    def validation_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "val", dataloader_idx)
+
+    def test_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test", dataloader_idx)
+
+    def _log_metrics(self, stage: str) -> None:
+        for source in self._evaluated[stage]:
+            collection = self.eval_metrics[f"{stage}__{source}"]
+            for name, value in to_floats(collection.compute()).items():
+                self.log(f"{stage}/{source}/{name}", value, sync_dist=False)
+            collection.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def test_tasks(self) -> dict[str, str]:
+        """The results table's rows: source name -> task of what ``test`` scored."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sources = getattr(datamodule, "test_sources", {}) or {}
+        return {s: sources[s].task if s in sources else "unknown" for s in self._evaluated["test"]}
+
+    def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """Reply and masks per sample (see ``inference.writer``)."""
+        from x2sam_lightning.inference.replies import reply_predictions
+
+        generator = torch.Generator().manual_seed(self.hparams.eval_seed)
+        out, replies = self.net.generate(batch, self.hparams.max_new_tokens, generator)
+        return reply_predictions(
+            batch, out, replies, self.net.vl_backbone.tokenizer, self.evaluator.class_loss
+        )
+
+    # -- optimisation ----------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        keywords = getattr(self.optimizer_factory, "keywords", {})
+        if "lr" not in keywords:
+            raise ValueError("the optimizer config must set lr (e.g. model.optimizer.lr=1e-4)")
+        groups = param_groups(
+            self, float(keywords["lr"]), self.hparams.weight_decay, self.hparams.lr_overrides
+        )
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def _frozen_base_keys(self) -> set[str]:
+        """State-dict keys of the vision-language model's frozen weights (they stay in its folder)."""
+        prefix = "net.vl_backbone."
+        trainable = {f"{prefix}{k}" for k in self.net.vl_backbone.trainable_state_dict()}
+        return {f"{prefix}{k}" for k in self.net.vl_backbone.state_dict()} - trainable
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        frozen = self._frozen_base_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        backbone: VLBackbone = self.net.vl_backbone
+        checkpoint[STAGE2_FORMAT] = {
+            "version": 1,
+            "base_model": backbone.pretrained_path,
+            "base_digest": backbone.base_digest,
+            "model_config": self.model_config,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        record = checkpoint.get(STAGE2_FORMAT)
+        if record is None:
+            raise ValueError("not a stage-2 (X2SAMJoint) checkpoint: no 'x2sam_stage2' record")
+        backbone: VLBackbone = self.net.vl_backbone
+        if record["base_digest"] != backbone.base_digest:
+            raise ValueError(
+                f"the checkpoint was trained on the base model at {record['base_model']} (config digest "
+                f"{record['base_digest'][:12]}), this model loads {backbone.pretrained_path} "
+                f"({backbone.base_digest[:12]}): another base model"
+            )
+        saved = set(checkpoint["state_dict"])
+        expected = set(self.state_dict()) - self._frozen_base_keys()
+        missing, unexpected = sorted(expected - saved), sorted(saved - set(self.state_dict()))
+        if missing or unexpected:
+            raise ValueError(
+                f"the checkpoint does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )

@@ -1,0 +1,169 @@
+"""A :class:`~x2sam_lightning.types.Conversation` as the token ids the LLM reads, and where things are.
+
+The turns are Qwen's ChatML (``<|im_start|>role\\n ... <|im_end|>\\n``), the same bytes as the
+tokenizer's chat template with the image as the first content item (a test checks it). Markers are
+mapped to tokens here: ``<image>`` -> ``<|vision_start|>`` + one ``<|image_pad|>`` per vision token +
+``<|vision_end|>``; ``<region>`` -> ``tokens_per_region`` ``<region>`` tokens (the region sampler's features
+replace them); ``<p>``, ``</p>``, ``<SEG>`` -> their added special tokens. Text between markers is
+tokenised on its own, as a special token splits text anyway.
+
+Only the assistant turns are learned: their content tokens and their ``<|im_end|>`` carry labels; every
+other position (and padding) is ``-100``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from x2sam_lightning.special_tokens import IMAGE, P_END, P_START, REGION, SEG, VIDEO
+from x2sam_lightning.types import Conversation
+
+IGNORE_INDEX = -100
+_MARKERS = re.compile("(" + "|".join(re.escape(m) for m in (IMAGE, VIDEO, P_START, P_END, SEG, REGION)) + ")")
+
+
+@dataclass
+class EncodedChat:
+    """One conversation as tokens.
+
+    Attributes:
+        input_ids: token ids.
+        labels: the id where the token is learned, else ``-100``.
+        mm_token_type_ids: 1 at image tokens, 0 elsewhere (Qwen3-VL's M-RoPE needs it).
+        condition_spans: per condition, ``(first, last)`` token index of its ``<p>`` and ``</p>``.
+        seg_positions: token index of every ``<SEG>``.
+        region_positions: token indices of every ``<region>`` token (all regions, in order).
+        assistant_start: index of the first token of the first assistant turn's content (generation
+            starts there), or ``len(input_ids)`` when the conversation has no assistant turn.
+    """
+
+    input_ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    mm_token_type_ids: list[int] = field(default_factory=list)
+    condition_spans: list[tuple[int, int]] = field(default_factory=list)
+    seg_positions: list[int] = field(default_factory=list)
+    region_positions: list[int] = field(default_factory=list)
+    assistant_start: int = -1
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class ChatEncoder:
+    """Turns conversations into :class:`EncodedChat` for one tokenizer.
+
+    Args:
+        tokenizer: A Qwen-style tokenizer with the added tokens of ``special_tokens``.
+        image_tokens: ``<|image_pad|>`` tokens per image.
+        tokens_per_region: tokens one ``<region>`` becomes (the region sampler's output length).
+    """
+
+    def __init__(self, tokenizer, image_tokens: int, tokens_per_region: int) -> None:
+        self.tokenizer = tokenizer
+        self.image_tokens, self.tokens_per_region = int(image_tokens), int(tokens_per_region)
+        ids = tokenizer.convert_tokens_to_ids
+        self.ids = {
+            name: ids(name)
+            for name in (
+                "<|im_start|>",
+                "<|im_end|>",
+                "<|vision_start|>",
+                "<|vision_end|>",
+                "<|image_pad|>",
+                P_START,
+                P_END,
+                SEG,
+                REGION,
+            )
+        }
+        self._text_cache: dict[str, list[int]] = {}
+
+    def _text(self, text: str) -> list[int]:
+        if text not in self._text_cache:
+            self._text_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._text_cache[text]
+
+    def encode(self, conversation: Conversation, generation_prompt: bool = False) -> EncodedChat:
+        """Encode every turn; with ``generation_prompt`` stop after the user turns and open the reply."""
+        out = EncodedChat()
+        open_span: int | None = None
+        messages = conversation.messages
+        if generation_prompt:
+            first_reply = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
+            messages = messages[:first_reply]
+        for message in messages:
+            role, learned = message["role"], message["role"] == "assistant"
+            self._append(out, [self.ids["<|im_start|>"], *self._text(f"{role}\n")], learned=False)
+            if learned and out.assistant_start < 0:
+                out.assistant_start = len(out)
+            for piece in _MARKERS.split(message["content"]):
+                if not piece:
+                    continue
+                if piece in (IMAGE, VIDEO):
+                    if piece == VIDEO:
+                        raise NotImplementedError("video inputs come with the video stage")
+                    self._append(out, [self.ids["<|vision_start|>"]], learned)
+                    self._append(out, [self.ids["<|image_pad|>"]] * self.image_tokens, learned, image=True)
+                    self._append(out, [self.ids["<|vision_end|>"]], learned)
+                elif piece == REGION:
+                    out.region_positions.extend(range(len(out), len(out) + self.tokens_per_region))
+                    self._append(out, [self.ids[REGION]] * self.tokens_per_region, learned)
+                elif piece == P_START:
+                    if open_span is not None:
+                        raise ValueError(f"nested {P_START} in {message['content']!r}")
+                    open_span = len(out)
+                    self._append(out, [self.ids[P_START]], learned)
+                elif piece == P_END:
+                    if open_span is None:
+                        raise ValueError(f"{P_END} without {P_START} in {message['content']!r}")
+                    self._append(out, [self.ids[P_END]], learned)
+                    out.condition_spans.append((open_span, len(out) - 1))
+                    open_span = None
+                elif piece == SEG:
+                    out.seg_positions.append(len(out))
+                    self._append(out, [self.ids[SEG]], learned)
+                else:
+                    self._append(out, self._text(piece), learned)
+            self._append(out, [self.ids["<|im_end|>"]], learned)
+            self._append(out, self._text("\n"), learned=False)
+        if open_span is not None:
+            raise ValueError(f"unclosed {P_START} in conversation {conversation.template!r}")
+        if generation_prompt:
+            self._append(out, [self.ids["<|im_start|>"], *self._text("assistant\n")], learned=False)
+            out.assistant_start = len(out)
+        elif out.assistant_start < 0:
+            out.assistant_start = len(out)
+        return out
+
+    @staticmethod
+    def _append(out: EncodedChat, ids: Sequence[int], learned: bool, image: bool = False) -> None:
+        out.input_ids.extend(ids)
+        out.labels.extend(ids if learned else [IGNORE_INDEX] * len(ids))
+        out.mm_token_type_ids.extend([1 if image else 0] * len(ids))
+
+
+def pad_batch(chats: Sequence[EncodedChat], pad_id: int, left: bool = False) -> dict[str, Tensor]:
+    """Stack encoded chats: ``input_ids``, ``labels``, ``mm_token_type_ids``, ``attention_mask`` ``[B, L]``
+    and ``offsets [B]`` (how far each chat's indices moved: non-zero only with left padding)."""
+    length = max(len(c) for c in chats)
+    batch = {
+        "input_ids": torch.full((len(chats), length), pad_id, dtype=torch.long),
+        "labels": torch.full((len(chats), length), IGNORE_INDEX, dtype=torch.long),
+        "mm_token_type_ids": torch.zeros(len(chats), length, dtype=torch.long),
+        "attention_mask": torch.zeros(len(chats), length, dtype=torch.long),
+        "offsets": torch.zeros(len(chats), dtype=torch.long),
+    }
+    for b, chat in enumerate(chats):
+        start = length - len(chat) if left else 0
+        span = slice(start, start + len(chat))
+        batch["input_ids"][b, span] = torch.tensor(chat.input_ids)
+        batch["labels"][b, span] = torch.tensor(chat.labels)
+        batch["mm_token_type_ids"][b, span] = torch.tensor(chat.mm_token_type_ids)
+        batch["attention_mask"][b, span] = 1
+        batch["offsets"][b] = start
+    return batch

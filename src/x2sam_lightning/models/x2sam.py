@@ -1,0 +1,410 @@
+"""X2SAM as one ``nn.Module``: the LLM reads the instruction (and visual prompts) and steers the decoder.
+
+Data flow of one batch (DESIGN.md section 1)::
+
+    frames ──mask encoder──> features ──region sampler (+ region projector)──> region tokens ─┐
+    frames ──Qwen3-VL vision──────────────────────────────────────────────────────────────┐  │
+    conversation ──chat encoder──> token ids ──────────────────────────────> LLM <────────┴──┘
+    LLM hidden states ──MLLM projector──> <SEG> prompts, condition tokens, pooled conditions
+    features ──pixel decoder──> mask decoder (one decoding instance per <SEG>) ──> masks, class logits
+
+Decoding instances (see :class:`~x2sam_lightning.types.Conversation`): a ``set`` sample's ``<SEG>`` is
+scored against that sample's conditions; a ``per_condition`` ``<SEG>`` belongs to the nearest condition
+before it and, in training, is scored against the conditions of every ``per_condition`` sample of the
+batch (the others are its negatives, as in the authors' code); in evaluation only against its own
+sample's, so a score does not depend on the batch it was computed in.
+
+Condition embedding = mean of the projected hidden states over the ``<p> .. </p>`` span (tags included);
+the ``<SEG>`` prompt = the projected hidden state at the ``<SEG>`` token (X-SAM's choice: project, then pool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from x2sam_lightning.models.chat_encoding import IGNORE_INDEX, ChatEncoder, EncodedChat, pad_batch
+from x2sam_lightning.models.mask_encoder import MaskEncoderOutput
+from x2sam_lightning.models.projector import MLPProjector
+from x2sam_lightning.models.region_sampler import RegionSampler
+from x2sam_lightning.models.segmentor import Segmentor
+from x2sam_lightning.models.vl_backbone import VLBackbone
+from x2sam_lightning.special_tokens import P_END, P_START, REGION, SEG
+from x2sam_lightning.types import Conversation, SegBatch, TrackTargets
+
+
+@dataclass
+class DecodeInstance:
+    """One ``<SEG>`` decoded by the mask decoder.
+
+    Attributes:
+        sample: batch index of its sample.
+        seg_position: token index of the ``<SEG>`` in the (padded) sequence.
+        conditions: the conditions its class logits score, as ``(sample, condition index)`` pairs, in
+            logit column order (the no-object column follows them).
+        own: column of the ``<SEG>``'s own condition (``per_condition``), or None (``set``: all columns).
+    """
+
+    sample: int
+    seg_position: int
+    conditions: list[tuple[int, int]]
+    own: int | None = None
+
+
+@dataclass
+class X2SAMOutput:
+    """Everything a step needs from one pass.
+
+    Attributes:
+        lm_logits: ``[B, L, V]``.
+        lm_loss: mean token cross-entropy over the learned positions (None when nothing is learned).
+        input_ids: ``[B, L]`` the sequence the pass read (prompt + reply).
+        condition_spans: per sample, ``(first, last)`` token index of every condition found in it.
+        instances: the decoding instances, in the order of the segmentation outputs.
+        seg: the segmentor's outputs per instance (``pred_logits [I, Q, K+1]``, ``pred_masks [I, Q, T, h, w]``,
+            ``aux_outputs``), or None when the batch has no ``<SEG>``.
+        reply_starts: after :meth:`X2SAM.generate`, per sample the token index where the generated reply
+            starts.
+    """
+
+    lm_logits: Tensor
+    lm_loss: Tensor | None
+    input_ids: Tensor
+    condition_spans: list[list[tuple[int, int]]]
+    instances: list[DecodeInstance] = field(default_factory=list)
+    seg: dict[str, Any] | None = None
+    reply_starts: list[int] = field(default_factory=list)
+
+
+class X2SAM(nn.Module):
+    """The whole model.
+
+    Args:
+        segmentor: mask encoder + pixel decoder + mask decoder (the decoder built with ``condition_dim``
+            and ``class_head="cosine"``).
+        vl_backbone: Qwen3-VL wrapper.
+        region_sampler: parameter-free visual-prompt sampler.
+        projector_depth: layers of the two MLP projectors.
+    """
+
+    def __init__(
+        self,
+        segmentor: Segmentor,
+        vl_backbone: VLBackbone,
+        region_sampler: RegionSampler,
+        projector_depth: int = 2,
+    ) -> None:
+        super().__init__()
+        self.segmentor = segmentor
+        self.vl_backbone = vl_backbone
+        self.region_sampler = region_sampler
+        encoder = segmentor.mask_encoder
+        maps = encoder.out_channels if region_sampler.feature == "fpn" else encoder.backbone_channels
+        condition_dim = segmentor.mask_decoder.condition_dim
+        if condition_dim is None:
+            raise ValueError("X2SAM needs a mask decoder built with condition_dim (and class_head='cosine')")
+        self.llm_projector = MLPProjector(vl_backbone.hidden_size, condition_dim, projector_depth)
+        self.region_projector = MLPProjector(
+            maps[region_sampler.level], vl_backbone.hidden_size, projector_depth
+        )
+        ids = vl_backbone.token_ids
+        self.p_start, self.p_end, self.seg_id, self.region_id = (
+            ids[P_START],
+            ids[P_END],
+            ids[SEG],
+            ids[REGION],
+        )
+        self._encoders: dict[int, ChatEncoder] = {}
+
+    # -- text ------------------------------------------------------------------------------------------
+
+    def chat_encoder(self, image_side: int) -> ChatEncoder:
+        """The encoder for frames of ``image_side`` pixels (cached per size)."""
+        if image_side not in self._encoders:
+            self._encoders[image_side] = ChatEncoder(
+                self.vl_backbone.tokenizer,
+                self.vl_backbone.image_tokens(image_side),
+                self.region_sampler.tokens_per_region,
+            )
+        return self._encoders[image_side]
+
+    def encode_conversations(
+        self, conversations: list[Conversation], image_side: int, generation_prompt: bool = False
+    ) -> list[EncodedChat]:
+        encoder = self.chat_encoder(image_side)
+        return [encoder.encode(c, generation_prompt=generation_prompt) for c in conversations]
+
+    # -- pieces ----------------------------------------------------------------------------------------
+
+    def region_tokens(
+        self,
+        features: MaskEncoderOutput,
+        conversations: list[Conversation],
+        num_frames: int,
+        generator: torch.Generator | None,
+    ) -> Tensor | None:
+        """Projected region tokens of every ``<region>`` of the batch, flattened in sequence order
+        (``[sum R * tokens_per_region, hidden]``), or None when the batch has no visual prompt."""
+        masks, frames = [], []
+        for b, conversation in enumerate(conversations):
+            if conversation.regions is None:
+                continue
+            for r, frame in enumerate(conversation.region_frames):
+                masks.append(conversation.regions[r, frame])
+                frames.append(b * num_frames + frame)
+        if not masks:
+            return None
+        maps = features.fpn if self.region_sampler.feature == "fpn" else features.backbone
+        level = maps[self.region_sampler.level]
+        index = torch.tensor(frames, dtype=torch.long, device=level.device)
+        tokens = self.region_sampler(level, torch.stack(masks).to(level.device), index, generator)
+        return self.region_projector(tokens).flatten(0, 1)
+
+    def find_conditions(self, input_ids: Tensor) -> list[list[tuple[int, int]]]:
+        """Per row, ``(first, last)`` of every closed ``<p> .. </p>`` span (unclosed or nested ones, which a
+        generated reply may hold, are ignored)."""
+        spans: list[list[tuple[int, int]]] = []
+        for row in input_ids.tolist():
+            found, start = [], None
+            for i, token in enumerate(row):
+                if token == self.p_start:
+                    start = i
+                elif token == self.p_end and start is not None:
+                    found.append((start, i))
+                    start = None
+            spans.append(found)
+        return spans
+
+    def plan_instances(
+        self,
+        input_ids: Tensor,
+        spans: list[list[tuple[int, int]]],
+        modes: list[str],
+        contrastive: bool,
+    ) -> list[DecodeInstance]:
+        """One instance per ``<SEG>`` that has a condition to score (see the module docstring)."""
+        seg_rows, seg_cols = (input_ids == self.seg_id).nonzero(as_tuple=True)
+        shared = [
+            (b, k) for b, mode in enumerate(modes) if mode == "per_condition" for k in range(len(spans[b]))
+        ]
+        instances = []
+        for b, position in zip(seg_rows.tolist(), seg_cols.tolist()):
+            if modes[b] == "set":
+                if spans[b]:
+                    instances.append(DecodeInstance(b, position, [(b, k) for k in range(len(spans[b]))]))
+            elif modes[b] == "per_condition":
+                before = [k for k, (_, last) in enumerate(spans[b]) if last < position]
+                if not before:
+                    continue
+                own = (b, before[-1])
+                columns = shared if contrastive else [(b, k) for k in range(len(spans[b]))]
+                instances.append(DecodeInstance(b, position, columns, columns.index(own)))
+        return instances
+
+    def decode_instances(
+        self,
+        features: MaskEncoderOutput,
+        num_frames: int,
+        projected: Tensor,
+        spans: list[list[tuple[int, int]]],
+        instances: list[DecodeInstance],
+    ) -> dict[str, Any]:
+        """Run the mask decoder for every instance with its prompt, condition tokens and conditions."""
+        device = projected.device
+        pooled = {
+            (b, k): projected[b, first : last + 1].mean(0)
+            for b, sample_spans in enumerate(spans)
+            for k, (first, last) in enumerate(sample_spans)
+        }
+        prompts = torch.stack([projected[i.sample, i.seg_position] for i in instances])
+        conditions = [torch.stack([pooled[c] for c in i.conditions]) for i in instances]
+        token_lists = []
+        for inst in instances:
+            own = [inst.conditions[inst.own]] if inst.own is not None else inst.conditions
+            token_lists.append(torch.cat([projected[b, spans[b][k][0] : spans[b][k][1] + 1] for b, k in own]))
+        condition_pad, condition_padding = _pad(conditions)
+        token_pad, token_padding = _pad(token_lists)
+        samples = torch.tensor([i.sample for i in instances], dtype=torch.long, device=device)
+        return self.segmentor.decode(
+            features,
+            num_frames,
+            instance_samples=samples,
+            prompt=prompts,
+            condition_tokens=token_pad,
+            condition_token_padding=token_padding,
+            conditions=condition_pad,
+            condition_padding_mask=condition_padding,
+        )
+
+    # -- passes ----------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        batch: SegBatch,
+        chats: list[EncodedChat] | None = None,
+        contrastive: bool = True,
+        generator: torch.Generator | None = None,
+        features: MaskEncoderOutput | None = None,
+    ) -> X2SAMOutput:
+        """A teacher-forced pass over the batch's conversations (or the given encoded ``chats``).
+
+        Args:
+            batch: the batch (``conversations`` filled by the data pipeline).
+            chats: encoded sequences to read instead of the batch's conversations (evaluation passes
+                prompt + generated reply here).
+            contrastive: score ``per_condition`` instances against the whole batch's conditions.
+            generator: drives the region sampler's point draw.
+            features: mask-encoder features of the batch, if already computed.
+        """
+        if not batch.conversations:
+            raise ValueError(
+                f"batch from source {batch.source!r} has no conversations (data.conversations=true?)"
+            )
+        num_frames, side = batch.num_frames, batch.pixel_values.shape[-1]
+        if features is None:
+            features = self.segmentor.encode(batch.pixel_values)
+        if chats is None:
+            chats = self.encode_conversations(batch.conversations, side)
+        tokens = {k: v.to(batch.pixel_values.device) for k, v in pad_batch(chats, self.pad_id).items()}
+        regions = self.region_tokens(features, batch.conversations, num_frames, generator)
+        pixel_values, grid = self.vl_backbone.vision_inputs(batch.pixel_values[:, 0])
+        logits, hidden = self.vl_backbone(
+            tokens["input_ids"],
+            tokens["attention_mask"],
+            tokens["mm_token_type_ids"],
+            pixel_values,
+            grid,
+            region_positions=tokens["input_ids"] == self.region_id,
+            region_features=regions,
+        )
+        labels = tokens["labels"]
+        lm_loss = None
+        if bool((labels[:, 1:] != IGNORE_INDEX).any()):
+            lm_loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
+        spans = self.find_conditions(tokens["input_ids"])
+        modes = [c.mode for c in batch.conversations]
+        instances = self.plan_instances(tokens["input_ids"], spans, modes, contrastive)
+        out = X2SAMOutput(logits, lm_loss, tokens["input_ids"], spans, instances)
+        if instances:
+            projected = self.llm_projector(hidden)
+            out.seg = self.decode_instances(features, num_frames, projected, spans, instances)
+        elif self.training:
+            # Keep every trainable part in the graph (DDP): a zero that touches the decoder side.
+            out.lm_loss = (lm_loss if lm_loss is not None else logits.sum() * 0.0) + self._zero(hidden)
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: SegBatch,
+        max_new_tokens: int = 64,
+        generator: torch.Generator | None = None,
+    ) -> tuple[X2SAMOutput, list[list[int]]]:
+        """Generate every sample's reply from its user turns, then read prompt + reply in one teacher-forced
+        pass (non-contrastive) for the masks.
+
+        Returns:
+            The pass's output and, per sample, the generated token ids (up to ``<|im_end|>``).
+        """
+        side = batch.pixel_values.shape[-1]
+        features = self.segmentor.encode(batch.pixel_values)
+        prompts = self.encode_conversations(batch.conversations, side, generation_prompt=True)
+        tokens = {
+            k: v.to(batch.pixel_values.device) for k, v in pad_batch(prompts, self.pad_id, left=True).items()
+        }
+        regions = self.region_tokens(features, batch.conversations, batch.num_frames, generator)
+        pixel_values, grid = self.vl_backbone.vision_inputs(batch.pixel_values[:, 0])
+        new = self.vl_backbone.generate(
+            tokens["input_ids"],
+            tokens["attention_mask"],
+            tokens["mm_token_type_ids"],
+            pixel_values,
+            grid,
+            region_positions=tokens["input_ids"] == self.region_id,
+            region_features=regions,
+            max_new_tokens=max_new_tokens,
+        )
+        eos = self.vl_backbone.token_ids["<|im_end|>"]
+        replies, starts = [], [len(p) for p in prompts]
+        for b, prompt in enumerate(prompts):
+            reply = new[b].tolist()
+            reply = reply[: reply.index(eos)] if eos in reply else reply
+            replies.append(reply)
+            full = prompt.input_ids + reply + [eos]
+            prompts[b] = EncodedChat(
+                input_ids=full,
+                labels=[IGNORE_INDEX] * len(full),
+                mm_token_type_ids=prompt.mm_token_type_ids + [0] * (len(reply) + 1),
+                region_positions=prompt.region_positions,
+                assistant_start=prompt.assistant_start,
+            )
+        if generator is not None:  # the same region points as in the generation pass
+            generator = torch.Generator().manual_seed(generator.initial_seed())
+        out = self(batch, chats=prompts, contrastive=False, generator=generator, features=features)
+        out.reply_starts = starts
+        return out, replies
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.vl_backbone.tokenizer.pad_token_id)
+
+    def _zero(self, hidden: Tensor) -> Tensor:
+        return self.llm_projector(hidden[:, :1]).sum() * 0.0
+
+
+def _pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``I`` tensors ``[n_i, D]`` -> ``[I, max n, D]`` zero-padded and ``[I, max n]`` bool padding mask."""
+    longest = max(r.shape[0] for r in rows)
+    out = rows[0].new_zeros(len(rows), longest, rows[0].shape[-1])
+    padding = torch.ones(len(rows), longest, dtype=torch.bool, device=rows[0].device)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
+        padding[i, : row.shape[0]] = False
+    return out, padding
+
+
+def instance_targets(instances: list[DecodeInstance], batch: SegBatch) -> list[TrackTargets]:
+    """Training targets of each instance from the conversations' ``condition_objects``.
+
+    ``set``: every object of every condition is a target labelled with its condition's column;
+    ``per_condition``: one target, the union of the own condition's objects (none for a no-target one).
+    """
+    targets = []
+    for inst in instances:
+        sample = batch.targets[inst.sample]
+        objects = batch.conversations[inst.sample].condition_objects
+        masks, labels, valid = [], [], []
+        if inst.own is None:
+            for column, (_, k) in enumerate(inst.conditions):
+                for n in objects[k]:
+                    masks.append(sample.masks[n])
+                    labels.append(column)
+                    valid.append(sample.valid[n])
+        else:
+            _, k = inst.conditions[inst.own]
+            if objects[k]:
+                index = torch.as_tensor(objects[k], device=sample.masks.device)
+                masks.append(sample.masks[index].any(0))
+                labels.append(inst.own)
+                valid.append(sample.valid[index].any(0))
+        t, h, w = sample.masks.shape[1:]
+        device = sample.masks.device
+        n = len(masks)
+        targets.append(
+            TrackTargets(
+                masks=torch.stack(masks) if n else torch.zeros(0, t, h, w, dtype=torch.bool, device=device),
+                labels=torch.tensor(labels, dtype=torch.long, device=device),
+                valid=torch.stack(valid) if n else torch.zeros(0, t, dtype=torch.bool, device=device),
+                object_ids=torch.arange(n, device=device),
+                iscrowd=torch.zeros(n, dtype=torch.bool, device=device),
+            )
+        )
+    return targets

@@ -1,0 +1,71 @@
+"""X2SAM end to end on a hand-made batch: tokens, decoding instances, targets, gradients, generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers.vlm import build_stage2, hand_made_batch
+
+from x2sam_lightning.models.chat_encoding import IGNORE_INDEX
+from x2sam_lightning.models.x2sam import instance_targets
+
+
+@pytest.fixture(scope="module")
+def module(stage2_dir):
+    return build_stage2(stage2_dir)
+
+
+def test_tokens_spans_and_labels(module):
+    batch = hand_made_batch()
+    chats = module.net.encode_conversations(batch.conversations, 64)
+    tokenizer = module.net.vl_backbone.tokenizer
+    for chat, conversation in zip(chats, batch.conversations):
+        ids = torch.tensor([chat.input_ids])
+        spans = module.net.find_conditions(ids)[0]
+        assert len(spans) == len(conversation.condition_objects)
+        for first, last in spans:
+            assert chat.input_ids[first] == module.net.p_start and chat.input_ids[last] == module.net.p_end
+        # Learned tokens are exactly the assistant replies (each ending with <|im_end|>).
+        learned = [t for t, label in zip(chat.input_ids, chat.labels) if label != IGNORE_INDEX]
+        replies = [m["content"] for m in conversation.messages if m["role"] == "assistant"]
+        assert tokenizer.decode(learned) == "".join(r + "<|im_end|>" for r in replies)
+    # The region prompts become tokens_per_region <region> tokens each.
+    assert len(chats[2].region_positions) == 2 * module.net.region_sampler.tokens_per_region
+
+
+def test_instances_targets_and_gradients(module):
+    batch = hand_made_batch()
+    module.train()
+    out = module.net(batch)
+    plan = [(i.sample, len(i.conditions), i.own) for i in out.instances]
+    # genseg: one set instance over its 3 conditions; refseg: one <SEG> (the no-target turn has none),
+    # scored against both referring conditions of the batch; intseg: one set instance over 2 regions.
+    assert plan == [(0, 3, None), (1, 2, 0), (2, 2, None)]
+    targets = instance_targets(out.instances, batch)
+    assert [t.labels.tolist() for t in targets] == [[0, 1], [0], [0, 1]]
+    assert out.seg["pred_logits"].shape[:2] == (3, 16) and out.seg["pred_logits"].shape[-1] == 4
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    named = dict(module.named_parameters())
+    for part in (
+        "net.llm_projector",
+        "net.region_projector",
+        "lora_B",
+        "net.segmentor.mask_decoder.layers.0.condition_attn",
+    ):
+        grads = [p.grad for n, p in named.items() if part in n and p.requires_grad]
+        assert grads and all(g is not None for g in grads), part
+        assert any(g.abs().sum() > 0 for g in grads), part
+    module.zero_grad()
+
+
+def test_generation_reply_without_seg_gives_no_masks(module):
+    batch = hand_made_batch()
+    module.eval()
+    out, replies = module.net.generate(batch, max_new_tokens=4, generator=torch.Generator().manual_seed(0))
+    seg = module.net.seg_id
+    assert len(out.instances) == sum(r.count(seg) for r in replies)
+    # A reply is what was generated: the second pass reads prompt + reply.
+    for b, reply in enumerate(replies):
+        start = out.reply_starts[b]
+        assert out.input_ids[b, start : start + len(reply)].tolist() == reply
