@@ -86,3 +86,19 @@ def test_random_points_and_batch():
     indices = matcher({"pred_logits": logits, "pred_masks": masks}, targets)
     assert [len(r) for r, _ in indices] == [2, 0]
     assert indices[0][0].dtype == torch.int64
+
+
+def test_focal_class_cost_follows_the_focal_loss():
+    """With class_loss='focal' the class cost is the focal cost on sigmoid probabilities (no softmax)."""
+    matcher = HungarianMatcher(cost_class=1.0, cost_mask=0.0, cost_dice=0.0, class_loss="focal")
+    logits = torch.tensor([[2.0, -1.0, 0.0], [-3.0, 1.5, 0.0]])  # [Q, C+1]; last column unused
+    labels = torch.tensor([1, 0])
+    cost = matcher.class_cost(logits, labels)
+    p = logits[:, labels].sigmoid()
+    expected = 0.25 * (1 - p) ** 2 * -torch.log(p + 1e-8) - 0.75 * p**2 * -torch.log(1 - p + 1e-8)
+    torch.testing.assert_close(cost, expected)
+    # The no-object column plays no part: changing it changes nothing.
+    logits[:, -1] = 100.0
+    torch.testing.assert_close(matcher.class_cost(logits, labels), expected)
+    with pytest.raises(ValueError, match="class_loss"):
+        HungarianMatcher(class_loss="hinge")

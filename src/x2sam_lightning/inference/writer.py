@@ -16,7 +16,8 @@ from x2sam_lightning.data.rle import encode_masks
 class PredictionWriter(BasePredictionWriter):
     """Appends each predicted batch to ``<output_dir>/predictions.rank<k>.jsonl``.
 
-    Each line: ``{"key", "source", "task", "objects": [{"score", "label", "masks": [RLE per frame]}]}``.
+    Each line: ``{"key", "source", "task", "objects": [{"score", "label", "masks": [RLE per frame]}]}``;
+    stage 2 adds the generated ``"reply"`` and, per object, the ``"condition"`` text it segments.
     """
 
     def __init__(self, output_dir: str | Path) -> None:
@@ -44,5 +45,7 @@ class PredictionWriter(BasePredictionWriter):
                         sample["scores"].tolist(), sample["labels"].tolist(), masks
                     )
                 ]
-                record = {k: sample[k] for k in ("key", "source", "task")}
+                for obj, condition in zip(objects, sample.get("conditions", [])):
+                    obj["condition"] = condition
+                record = {k: sample[k] for k in ("key", "source", "task", "reply") if k in sample}
                 handle.write(json.dumps({**record, "objects": objects}) + "\n")

@@ -86,6 +86,7 @@ def write_results_table(
     out_dir: str | Path,
     benchmark_names: Mapping[str, str] | None = None,
     stem: str = "results",
+    row_tasks: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.json`` in ``out_dir``: one row per task.
 
@@ -95,6 +96,8 @@ def write_results_table(
         out_dir: folder to write into (created).
         benchmark_names: task id -> benchmark shown in the row (e.g. ``"RefCOCO val"``); default the task.
         stem: file name without extension.
+        row_tasks: when ``results`` is keyed by something else than the task (e.g. one row per evaluated
+            source: several sources may share a task), row key -> task id.
 
     Returns:
         ``(markdown_path, json_path)``. The markdown cells read ``PQ 55.1`` (percent, one decimal; ``-``
@@ -102,12 +105,14 @@ def write_results_table(
     """
     benchmark_names = benchmark_names or {}
     rows = []
-    for task, values in results.items():
+    row_tasks = row_tasks or {}
+    for key, values in results.items():
+        task = row_tasks.get(key, key)
         values = {name: float(value) for name, value in values.items()}
         rows.append(
             {
                 "task": task,
-                "benchmark": benchmark_names.get(task, task),
+                "benchmark": benchmark_names.get(key, key),
                 "metrics": headline_row(task, values),
                 "raw": {name: None if math.isnan(value) else value for name, value in values.items()},
             }

@@ -1,0 +1,88 @@
+"""Scoring stage-2 predictions: the referring rules (no-target included), chat answers, metric set-up."""
+
+from __future__ import annotations
+
+import torch
+from hydra.utils import instantiate
+
+from x2sam_lightning.config import compose_config
+from x2sam_lightning.lightning.evaluation import Evaluator, build_metrics
+from x2sam_lightning.metrics.chat_accuracy import ChatAccuracy, normalize_answer
+from x2sam_lightning.models.x2sam import DecodeInstance, X2SAMOutput
+from x2sam_lightning.types import Conversation, SegBatch, TrackTargets
+
+
+def _referring_batch() -> SegBatch:
+    masks = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    masks[0, 0, 2:10, 2:10] = True
+    targets = TrackTargets(
+        masks,
+        torch.zeros(1, dtype=torch.long),
+        torch.ones(1, 1, dtype=torch.bool),
+        torch.arange(1),
+        torch.zeros(1, dtype=torch.bool),
+    )
+    conversations = [
+        Conversation([{"role": "user", "content": "<image><p>the circle</p>"}], "per_condition", [[0]], [-1]),
+        Conversation([{"role": "user", "content": "<image><p>the star</p>"}], "per_condition", [[]], [-1]),
+    ]
+    return SegBatch(
+        torch.zeros(2, 1, 3, 16, 16),
+        [targets, targets],
+        torch.tensor([[16, 16]] * 2),
+        torch.tensor([[16, 16]] * 2),
+        ["a", "b"],
+        ["img_refseg"] * 2,
+        "refs",
+        conversations=conversations,
+    )
+
+
+def _output(hit: bool) -> X2SAMOutput:
+    """Sample 0 answered with one <SEG> whose best query is the ground truth (or misses it); sample 1
+    (no-target) answered without <SEG>."""
+    logits = torch.tensor([[[5.0, -5.0], [-5.0, 5.0]]])  # query 0 is the condition, query 1 no-object
+    masks = torch.full((1, 2, 1, 4, 4), -10.0)
+    if hit:
+        masks[0, 0] = 10.0  # the whole image
+    return X2SAMOutput(
+        lm_logits=torch.zeros(2, 1, 1),
+        lm_loss=None,
+        input_ids=torch.zeros(2, 8, dtype=torch.long),
+        condition_spans=[[(0, 1)], [(0, 1)]],
+        instances=[DecodeInstance(0, 5, [(0, 0)], own=0)],
+        seg={"pred_logits": logits, "pred_masks": masks},
+    )
+
+
+def test_no_target_expressions_score_under_grefcoco_rules():
+    cfg = compose_config("joint_image", ["model.stage1_checkpoint=null"])
+    metrics = build_metrics("img_refseg", instantiate(cfg.model.metrics)["img_refseg"], [])
+    evaluator = Evaluator(tokenizer=None)
+    evaluator(_referring_batch(), _output(hit=True), [[], []], metrics)
+    result = {k: float(v) for k, v in metrics.compute().items() if v.numel() == 1}
+    # The no-target expression answered with no mask counts as correct (N-acc 1); the target one is
+    # segmented by a whole-image mask: IoU 64/256 (the no-target one adds nothing to cIoU).
+    assert result["n_acc"] == 1.0 and result["t_acc"] == 1.0
+    assert abs(result["ciou"] - 64 / 256) < 1e-6
+    metrics.reset()
+    evaluator(_referring_batch(), _output(hit=False), [[], []], metrics)
+    result = {k: float(v) for k, v in metrics.compute().items() if v.numel() == 1}
+    assert result["ciou"] == 0.0 and result["n_acc"] == 1.0
+
+
+def test_vocabulary_arguments_come_from_the_source():
+    cfg = compose_config("joint_image", ["model.stage1_checkpoint=null"])
+    categories = [{"id": 1, "name": "sky", "isthing": False}, {"id": 7, "name": "car", "isthing": True}]
+    metrics = build_metrics("img_genseg", instantiate(cfg.model.metrics)["img_genseg"], categories)
+    assert metrics["panoptic"].categories == [7, 1] and metrics["semantic"].num_classes == 2
+    vgd = build_metrics("img_vgdseg", instantiate(cfg.model.metrics)["img_vgdseg"], [])
+    assert set(vgd.prefixes.values()) == {"point/", "box/"}
+
+
+def test_chat_accuracy_normalises_answers():
+    assert normalize_answer("Three.") == normalize_answer("3") == "3"
+    assert normalize_answer("The triangle is Blue!") == "triangle is blue"
+    metric = ChatAccuracy()
+    metric.update(["Three.", "red", "No"], ["3", "Blue.", "no."])
+    assert abs(float(metric.compute()["accuracy"]) - 2 / 3) < 1e-9
