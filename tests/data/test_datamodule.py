@@ -139,7 +139,7 @@ def test_stage2_image_mix_composes_and_yields_conversations(tmp_path, tiny_kwarg
 
     from x2sam_lightning import cli
 
-    sizes = [f"data.synthetic.{k}={v}" for k, v in tiny_kwargs.items() if k != "image_size"]
+    sizes = [f"data.synthetic.{k}={v}" for k, v in tiny_kwargs.items() if k not in ("image_size", "datasets")]
     with initialize_config_dir(str(cli.CONF_DIR), version_base="1.3"):
         cfg = compose(
             "config",

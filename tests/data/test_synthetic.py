@@ -89,27 +89,37 @@ def test_layout_index_and_idempotence(tiny_root, tiny_kwargs):
 
 
 def test_changed_config_regenerates_only_what_changed(tmp_path):
-    small = {**TINY, "num_train_images": 4, "num_val_images": 2, "num_test_images": 0}
-    assert set(synthetic.generate_synthetic(tmp_path, **small, datasets=["synthetic_img"])) == {
+    small = {
+        **TINY,
+        "num_train_images": 4,
+        "num_val_images": 2,
+        "num_test_images": 0,
+        "datasets": "synthetic_img",
+    }
+    assert set(synthetic.generate_synthetic(tmp_path, **small)) == {
         "synthetic_img-train",
         "synthetic_img-val",
     }
-    done = synthetic.generate_synthetic(
-        tmp_path, **{**small, "num_train_images": 5}, datasets=["synthetic_img"]
-    )
+    done = synthetic.generate_synthetic(tmp_path, **{**small, "num_train_images": 5})
     assert set(done) == {"synthetic_img-train"}
     index = json.loads((tmp_path / "synthetic_img-train.index.json").read_text())
     assert index["num_samples"] == 5 and index["config"]["num_samples"] == 5
     (tmp_path / "synthetic_img-val-000000.tar").unlink()  # a missing shard also triggers regeneration
-    assert synthetic.ensure_synthetic(tmp_path, **small, datasets="synthetic_img") == tmp_path
+    assert synthetic.ensure_synthetic(tmp_path, **small) == tmp_path
     assert (tmp_path / "synthetic_img-val-000000.tar").is_file()
 
 
 def test_parallel_generation_writes_the_same_bytes(tmp_path):
-    small = {**TINY, "num_train_task_images": 3, "num_val_task_images": 2, "num_test_task_images": 2}
     chosen = ["synthetic_img_refseg", "synthetic_img_intseg"]
-    synthetic.generate_synthetic(tmp_path / "one", **small, datasets=chosen)
-    synthetic.generate_synthetic(tmp_path / "two", **small, datasets=chosen, workers=2)
+    small = {
+        **TINY,
+        "num_train_task_images": 3,
+        "num_val_task_images": 2,
+        "num_test_task_images": 2,
+        "datasets": chosen,
+    }
+    synthetic.generate_synthetic(tmp_path / "one", **small)
+    synthetic.generate_synthetic(tmp_path / "two", **small, workers=2)
     one, two = sorted((tmp_path / "one").iterdir()), sorted((tmp_path / "two").iterdir())
     assert [p.name for p in one] == [p.name for p in two] and len(one) == 12
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))

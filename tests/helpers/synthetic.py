@@ -15,4 +15,5 @@ TINY = dict(
     images_per_shard=4,
     videos_per_shard=2,
     seed=0,
+    datasets="all",
 )

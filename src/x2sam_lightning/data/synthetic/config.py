@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: Every synthetic dataset: its task and modality. The order fixes each dataset's seed code (append only).
@@ -47,7 +47,7 @@ class SyntheticConfig:
         fps: video frame rate (sets ``frame_times``).
         images_per_shard, videos_per_shard: shard sizes (several train shards let workers split them).
         seed: base seed; every dataset and split derives its own.
-        datasets: which datasets to generate.
+        datasets: which datasets to generate: names, or ``"all"``; default the stage-1 sets.
     """
 
     image_size: int = 128
@@ -65,9 +65,13 @@ class SyntheticConfig:
     images_per_shard: int = 500
     videos_per_shard: int = 25
     seed: int = 0
-    datasets: tuple[str, ...] = field(default_factory=lambda: tuple(DATASETS))
+    datasets: tuple[str, ...] = STAGE1_DATASETS
 
     def __post_init__(self) -> None:
+        # "all", one name or any iterable of names (a Hydra list) -> a tuple of names.
+        names = self.datasets
+        names = tuple(DATASETS) if names == "all" else (names,) if isinstance(names, str) else tuple(names)
+        object.__setattr__(self, "datasets", names)
         unknown = [name for name in self.datasets if name not in DATASETS]
         if unknown:
             raise ValueError(f"unknown synthetic datasets {unknown}; known: {', '.join(DATASETS)}")

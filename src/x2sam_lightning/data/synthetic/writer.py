@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from x2sam_lightning.data.schema import SCHEMA_VERSION
-from x2sam_lightning.data.synthetic.config import DATASETS, SPLITS, SyntheticConfig
+from x2sam_lightning.data.synthetic.config import DATASETS, SPLITS, STAGE1_DATASETS, SyntheticConfig
 from x2sam_lightning.data.synthetic.scenes import CATEGORIES, make_image_sample, make_video_sample
 from x2sam_lightning.data.synthetic.tasks import OV_CATEGORIES, make_task_sample
 from x2sam_lightning.imports import require
@@ -125,14 +125,6 @@ def _is_current(root: Path, dataset: str, split: str, cfg: SyntheticConfig) -> b
     return index.get("config") == cfg.fingerprint(dataset, split) and shards_present
 
 
-def _datasets(datasets: str | Iterable[str] | None) -> tuple[str, ...]:
-    if datasets is None or datasets == "all":
-        return tuple(DATASETS)
-    if isinstance(datasets, str):
-        datasets = [datasets]
-    return tuple(datasets)
-
-
 def generate_synthetic(
     root: str | os.PathLike,
     *,
@@ -151,7 +143,7 @@ def generate_synthetic(
     images_per_shard: int = 500,
     videos_per_shard: int = 25,
     seed: int = 0,
-    datasets: str | Iterable[str] | None = "all",
+    datasets: str | Iterable[str] = STAGE1_DATASETS,
     workers: int = 1,
     force: bool = False,
 ) -> dict[str, float]:
@@ -165,8 +157,8 @@ def generate_synthetic(
 
     Args:
         root: output folder.
-        datasets: ``"all"`` (default) or the names to generate (``DATASETS``; stage 1 needs
-            ``synthetic_img`` and ``synthetic_vid``).
+        datasets: the names to generate (``DATASETS``) or ``"all"``; default the stage-1 sets
+            ``synthetic_img`` and ``synthetic_vid`` (what earlier versions wrote).
         workers: processes writing splits in parallel (one split per process; 1 = this process).
         force: rewrite even current splits.
         Other arguments: see :class:`~x2sam_lightning.data.synthetic.config.SyntheticConfig`.
@@ -190,7 +182,7 @@ def generate_synthetic(
         images_per_shard=images_per_shard,
         videos_per_shard=videos_per_shard,
         seed=seed,
-        datasets=_datasets(datasets),
+        datasets=datasets,
     )
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
