@@ -104,7 +104,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or tmp)
         start = time.perf_counter()
-        generate_synthetic(root, image_size=args.image_size, num_val_images=0, num_val_videos=0, **sizes)
+        generate_synthetic(
+            root,
+            image_size=args.image_size,
+            num_val_images=0,
+            num_val_videos=0,
+            num_test_images=0,
+            num_test_videos=0,
+            **sizes,
+        )
         generation_s = time.perf_counter() - start
         images = ShardSource("img", root / "synthetic_img-train.index.json")
         videos = ShardSource("vid", root / "synthetic_vid-train.index.json")

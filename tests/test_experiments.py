@@ -19,6 +19,7 @@ from x2sam_lightning.models.mask_encoder import MaskEncoder, tiny_sam2_vision_co
 TINY_DATA = [
     "data.synthetic.num_train_images=24",
     "data.synthetic.num_val_images=8",
+    "data.synthetic.num_test_images=8",
     "data.synthetic.num_train_videos=2",
     "data.synthetic.num_val_videos=2",
     "data.synthetic.images_per_shard=8",

@@ -131,3 +131,40 @@ def test_hydra_instantiates_the_datamodule(tmp_path, tiny_kwargs):
     dm.prepare_data()
     assert next(iter(dm.train_dataloader())).source == "synthetic_img"
     assert sum(b.batch_size for b in dm.val_dataloader()[0]) == tiny_kwargs["num_val_images"]
+
+
+def test_stage2_image_mix_composes_and_yields_conversations(tmp_path, tiny_kwargs):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from x2sam_lightning import cli
+
+    sizes = [f"data.synthetic.{k}={v}" for k, v in tiny_kwargs.items() if k not in ("image_size", "datasets")]
+    with initialize_config_dir(str(cli.CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "data=synthetic_image_tasks",
+                f"paths.data_dir={tmp_path}",
+                "data.image_size=64",
+                "data.synthetic.workers=1",
+                *sizes,
+            ],
+        )
+    dm = instantiate(cfg.data)
+    assert dm.conversations and "synthetic_img_ovseg" not in dm.train_sources and len(dm.train_sources) == 7
+    kinds = ["", "_ovseg", "_refseg", "_reaseg", "_gcgseg", "_intseg", "_vgdseg", "_chat"]
+    assert dm.val_source_names == [f"synthetic_img{kind}_val" for kind in kinds]
+    assert dm.test_source_names == [f"synthetic_img{kind}_test" for kind in kinds]
+    dm.prepare_data()
+    assert not list(tmp_path.glob("synthetic/synthetic_vid-*"))  # the image mix generates no videos
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch.conversations) == batch.batch_size
+    ovseg = dm.val_dataloader()[1]
+    conversation = next(iter(ovseg)).conversations[0]
+    assert (
+        conversation.condition_labels == list(range(12))
+        and "<p>red circle</p>" in conversation.messages[0]["content"]
+    )
+    test_keys = [k for b in dm.test_dataloader()[2] for k in b.keys]
+    assert len(test_keys) == tiny_kwargs["num_test_task_images"]

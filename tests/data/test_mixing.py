@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from x2sam_lightning.data.collate import collate_samples
+from x2sam_lightning.data.conversations import check_conversation
 from x2sam_lightning.data.mixing import (
+    EvalBatchStream,
     MixedBatchLoader,
     MixedBatchStream,
     SourceSchedule,
@@ -77,6 +79,7 @@ def test_batches_hold_one_source_and_one_clip_length(tiny_root):
         assert batch.pixel_values.shape[2:] == (3, 64, 64)
         assert all(t.masks.shape[1:] == (batch.num_frames, 64, 64) for t in batch.targets)
         assert all(key.startswith(f"synthetic_{batch.source}/") for key in batch.keys)
+        assert batch.conversations == []  # stage 1: no text
 
 
 def test_source_sequence_same_with_0_and_2_workers(tiny_root):
@@ -119,3 +122,56 @@ def test_collate_checks_source_and_clip_length():
         collate_samples([_sample("a", 2), _sample("b", 2)])
     with pytest.raises(ValueError, match="share T"):
         collate_samples([_sample("a", 2), _sample("a", 3)])
+
+
+def _task_stream(root, **kwargs) -> MixedBatchStream:
+    sources = {
+        name: ShardSource(name, root / f"synthetic_img_{name}-train.index.json")
+        for name in ("refseg", "intseg", "chat")
+    }
+    options = dict(batch_size=2, image_size=64, seed=3, shuffle_buffer=4, conversations=True)
+    return MixedBatchStream(sources, **{**options, **kwargs})
+
+
+def _signature(batch: SegBatch) -> list:
+    return [(c.template, c.messages, c.condition_objects) for c in batch.conversations]
+
+
+def test_training_batches_carry_reproducible_conversations(tiny_root):
+    batches = _take(_task_stream(tiny_root), 8)
+    assert {b.source for b in batches} == {"refseg", "intseg", "chat"}
+    for batch in batches:
+        assert len(batch.conversations) == batch.batch_size == 2
+        for conversation, task in zip(batch.conversations, batch.tasks):
+            check_conversation(conversation)
+            assert conversation.template.startswith(f"img_{batch.source}") and task == f"img_{batch.source}"
+            if batch.source == "intseg":
+                assert conversation.regions.shape[1:] == (1, 64, 64)
+    again = _take(_task_stream(tiny_root), 8)
+    assert [_signature(b) for b in again] == [_signature(b) for b in batches]
+    reseeded = _take(_task_stream(tiny_root, seed=4), 8)
+    assert [_signature(b) for b in reseeded] != [_signature(b) for b in batches]
+    # In worker processes too (the generator is counter-based: seed, batch index, slot).
+    for batch in _take(MixedBatchLoader(_task_stream(tiny_root), num_workers=2), 4):
+        assert len(batch.conversations) == 2
+        for conversation in batch.conversations:
+            check_conversation(conversation)
+
+
+def test_evaluation_yields_prompted_samples_once_per_prompt_type(tiny_root):
+    for task, types in [
+        ("intseg", {"point", "scribble", "box", "mask"}),
+        ("vgdseg", {"point", "box"}),
+        ("chat", {None}),
+    ]:
+        source = ShardSource(task, tiny_root / f"synthetic_img_{task}-val.index.json")
+        batches = list(EvalBatchStream(source, batch_size=3, image_size=64, conversations=True))
+        seen = Counter()
+        for batch in batches:
+            (kind,) = {c.prompt_type for c in batch.conversations}  # one prompt type per batch
+            seen.update((key, kind) for key in batch.keys)
+        keys = {key for key, _ in seen}
+        assert len(keys) == source.num_samples and set(seen.values()) == {1}
+        assert {kind for _, kind in seen} == types
+        again = list(EvalBatchStream(source, batch_size=3, image_size=64, conversations=True))
+        assert [_signature(b) for b in again] == [_signature(b) for b in batches]  # fixed by the key

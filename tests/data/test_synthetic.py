@@ -58,28 +58,44 @@ def test_video_tracks_have_null_where_absent():
             assert any(m is not None for m in track)
 
 
+def _expected_shards(dataset: str, split: str) -> int:
+    count = synthetic.SyntheticConfig(**TINY).count(dataset, split)
+    return -(-count // (TINY["videos_per_shard"] if dataset == "synthetic_vid" else TINY["images_per_shard"]))
+
+
 def test_layout_index_and_idempotence(tiny_root, tiny_kwargs):
     assert tiny_kwargs == TINY
-    for dataset, split, shards in [
-        ("synthetic_img", "train", 3),
-        ("synthetic_img", "val", 2),
-        ("synthetic_vid", "train", 2),
-        ("synthetic_vid", "val", 1),
-    ]:
-        path = tiny_root / f"{dataset}-{split}.index.json"
+    written = sorted(p.name for p in tiny_root.glob("*.index.json"))
+    expected = [
+        f"{dataset}-{split}.index.json"
+        for dataset in synthetic.DATASETS
+        for split in synthetic.SPLITS
+        if not (dataset in synthetic.EVAL_ONLY_DATASETS and split == "train")
+    ]
+    assert written == sorted(expected)
+    for name in expected:
+        dataset, split = name.removesuffix(".index.json").rsplit("-", 1)
+        path = tiny_root / name
         index = validate_index(json.loads(path.read_text()), path=str(path))
         assert index["dataset"] == dataset and index["split"] == split
+        assert index["task"] == synthetic.DATASETS[dataset]["task"]
         assert [s["url"] for s in index["shards"]] == [
-            f"{dataset}-{split}-{i:06d}.tar" for i in range(shards)
+            f"{dataset}-{split}-{i:06d}.tar" for i in range(_expected_shards(dataset, split))
         ]
         assert all((tiny_root / s["url"]).is_file() for s in index["shards"])
-        assert index["categories"] == synthetic.CATEGORIES
+        assert index["categories"] == synthetic.dataset_categories(dataset)
     assert synthetic.generate_synthetic(tiny_root, **TINY) == {}  # same config: nothing to do
     assert not list(tiny_root.glob(".*"))  # no temp folder left behind
 
 
 def test_changed_config_regenerates_only_what_changed(tmp_path):
-    small = {**TINY, "num_train_videos": 0, "num_val_videos": 0, "num_train_images": 4, "num_val_images": 2}
+    small = {
+        **TINY,
+        "num_train_images": 4,
+        "num_val_images": 2,
+        "num_test_images": 0,
+        "datasets": "synthetic_img",
+    }
     assert set(synthetic.generate_synthetic(tmp_path, **small)) == {
         "synthetic_img-train",
         "synthetic_img-val",
@@ -91,3 +107,139 @@ def test_changed_config_regenerates_only_what_changed(tmp_path):
     (tmp_path / "synthetic_img-val-000000.tar").unlink()  # a missing shard also triggers regeneration
     assert synthetic.ensure_synthetic(tmp_path, **small) == tmp_path
     assert (tmp_path / "synthetic_img-val-000000.tar").is_file()
+
+
+def test_parallel_generation_writes_the_same_bytes(tmp_path):
+    chosen = ["synthetic_img_refseg", "synthetic_img_intseg"]
+    small = {
+        **TINY,
+        "num_train_task_images": 3,
+        "num_val_task_images": 2,
+        "num_test_task_images": 2,
+        "datasets": chosen,
+    }
+    synthetic.generate_synthetic(tmp_path / "one", **small)
+    synthetic.generate_synthetic(tmp_path / "two", **small, workers=2)
+    one, two = sorted((tmp_path / "one").iterdir()), sorted((tmp_path / "two").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 12
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
+
+
+# ------------------------------------------------------------------------------------ stage-2 task sets
+def _task_samples(root, dataset: str, split: str) -> list[dict]:
+    from x2sam_lightning.data.shards import iter_raw_samples
+    from x2sam_lightning.data.sources import ShardSource
+
+    source = ShardSource(dataset, root / f"{dataset}-{split}.index.json")
+    samples = []
+    for raw in iter_raw_samples(source.urls, train=False):
+        sample = validate_sample(json.loads(raw["json"]), url=raw["__url__"], key=raw["__key__"])
+        assert sample["task"] == synthetic.DATASETS[dataset]["task"] and "jpg" in raw
+        samples.append(sample)
+    assert len(samples) == source.num_samples
+    return samples
+
+
+@pytest.mark.parametrize("dataset", synthetic.IMAGE_TASK_DATASETS)
+def test_task_sets_validate_and_test_is_disjoint_from_val(tiny_root, dataset):
+    splits = ("val", "test") if dataset in synthetic.EVAL_ONLY_DATASETS else synthetic.SPLITS
+    media = {}
+    for split in splits:
+        samples = _task_samples(tiny_root, dataset, split)
+        for sample in samples:
+            for obj in sample["objects"]:
+                attrs = obj["attributes"]
+                name = synthetic.dataset_categories(dataset)[obj["category_id"] - 1]["name"]
+                assert name in (attrs["shape"], f"{attrs['color']} {attrs['shape']}")
+                assert set(obj.get("prompt", {})) == (
+                    {"frame", "point", "scribble", "box", "mask"}
+                    if (dataset in ("synthetic_img_intseg", "synthetic_img_vgdseg") and split != "train")
+                    else set()
+                )
+        cfg = synthetic.SyntheticConfig(**TINY)
+        media[split] = {synthetic.make_task_sample(dataset, i, split, cfg)[1] for i in range(len(samples))}
+    assert not media["val"] & media["test"] and len(media["test"]) == TINY["num_test_task_images"]
+
+
+def test_open_vocabulary_names_are_never_training_category_names():
+    ov = {c["name"] for c in synthetic.OV_CATEGORIES}
+    assert len(ov) == 12 and not ov & {c["name"] for c in synthetic.CATEGORIES}
+    assert all(" " in name for name in ov)
+
+
+def _scene(index: int, dataset: str = "synthetic_img_refseg", split: str = "train"):
+    return synthetic.make_task_sample(dataset, index, split, synthetic.SyntheticConfig(image_size=128))
+
+
+def test_every_reference_is_unambiguous():
+    from x2sam_lightning.data.synthetic import language
+
+    kinds = set()
+    for index in range(40):
+        sample, _, masks = _scene(index)
+        objects = [o["attributes"] for o in sample["objects"]]
+        facts = [synthetic.scenes._mask_facts(m) for m in masks]
+        unique = language.unique_descriptions(objects)
+        related = dict(language.relations(objects, facts))
+        for ref in sample["references"]:
+            targets = [o["id"] - 1 for o in sample["objects"] if o["id"] in ref["object_ids"]]
+            text = ref["text"]
+            if not targets:
+                kinds.add("none")
+                words = text.removeprefix("the ").split()
+                assert not [
+                    o
+                    for o in objects
+                    if o["shape"] == words[-1] and (len(words) == 1 or o["color"] == words[0])
+                ]
+            elif text.startswith("all the "):
+                kinds.add("multi")
+                assert len(targets) >= 2
+            elif text in related:
+                kinds.add("relation")
+                assert related[text] == targets[0] and len(targets) == 1
+            else:
+                kinds.add("single")
+                assert len(targets) == 1 and text in unique[targets[0]]
+        assert [o.get("expressions") for o in sample["objects"]] == [u or None for u in unique]
+    assert kinds == {"none", "multi", "relation", "single"}
+
+
+def test_reasoning_queries_match_their_objects():
+    for index in range(20):
+        sample, _, _ = _scene(index, "synthetic_img_reaseg")
+        attrs = {o["id"]: o["attributes"] for o in sample["objects"]}
+        assert sample["references"]
+        for ref in sample["references"]:
+            chosen = [attrs[i] for i in ref["object_ids"]]
+            if "three corners" in ref["text"]:
+                assert {a["shape"] for a in chosen} == {"triangle"}
+                assert len(chosen) == sum(a["shape"] == "triangle" for a in attrs.values())
+            if "colour of grass" in ref["text"]:
+                assert {a["color"] for a in chosen} == {"green"}
+
+
+def test_captions_name_every_object_and_chat_answers_are_short():
+    for index in range(10):
+        sample, _, _ = _scene(index, "synthetic_img_gcgseg")
+        caption, phrases = sample["caption"], sample["phrases"]
+        assert sorted(i for p in phrases for i in p["object_ids"]) == [o["id"] for o in sample["objects"]]
+        ends = [0]
+        for phrase in sorted(phrases, key=lambda p: p["span"]):
+            start, end = phrase["span"]
+            assert start >= ends[-1] and end <= len(caption)
+            ends.append(end)
+            attrs = sample["objects"][phrase["object_ids"][0] - 1]["attributes"]
+            assert caption[start:end].lower().endswith(f"{attrs['color']} {attrs['shape']}")
+        chat, _, _ = _scene(index, "synthetic_img_chat")
+        turns = chat["conversation"]
+        assert [t["role"] for t in turns] == ["user", "assistant"] * (len(turns) // 2) and 2 <= len(
+            turns
+        ) <= 6
+        for question, reply in zip(turns[::2], turns[1::2]):
+            assert reply["content"].endswith(".") and " " not in reply["content"]
+            if question["content"] == "How many shapes are there?":
+                assert (
+                    reply["content"]
+                    == ["Zero", "One", "Two", "Three", "Four", "Five", "Six"][len(chat["objects"])] + "."
+                )

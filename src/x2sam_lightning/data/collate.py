@@ -20,7 +20,8 @@ def collate_samples(samples: Sequence[SegSample]) -> SegBatch:
 
     Raises:
         ValueError: for an empty list, mixed sources or mixed ``T`` / ``H x W`` (the batching must group
-            samples first: every batch is one source and one clip length).
+            samples first: every batch is one source and one clip length), or a batch in which some
+            samples have a conversation and others not.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -33,6 +34,9 @@ def collate_samples(samples: Sequence[SegSample]) -> SegBatch:
     if len(shapes) != 1:
         detail = ", ".join(f"{s.key}: {list(s.pixel_values.shape)}" for s in samples)
         raise ValueError(f"a batch must share T and H x W ([T, 3, H, W]); got {detail}")
+    with_conversation = [s.conversation is not None for s in samples]
+    if any(with_conversation) and not all(with_conversation):
+        raise ValueError(f"some samples of the batch have no conversation: {[s.key for s in samples]}")
     return SegBatch(
         pixel_values=torch.stack([s.pixel_values for s in samples]),
         targets=[s.targets for s in samples],
@@ -43,4 +47,5 @@ def collate_samples(samples: Sequence[SegSample]) -> SegBatch:
         source=samples[0].source,
         categories=[s.categories for s in samples],
         meta=[s.meta for s in samples],
+        conversations=[s.conversation for s in samples] if all(with_conversation) else [],
     )

@@ -55,6 +55,8 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: DataLoader ``pin_memory``.
         synthetic: ``{"root": ..., **generate_synthetic kwargs}``: generate the synthetic sets there in
             ``prepare_data`` unless they already exist with the same settings.
+        conversations: build each sample's :class:`~x2sam_lightning.types.Conversation` from its source's
+            task (stage 2; ``SegBatch.conversations``). Off for stage 1.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class SegDataModule(pl.LightningDataModule):
         on_error: OnError = "raise",
         pin_memory: bool = False,
         synthetic: Mapping[str, Any] | None = None,
+        conversations: bool = False,
     ) -> None:
         super().__init__()
         # A source set to null in a config (``train_sources.synthetic_vid: null``) is switched off.
@@ -94,6 +97,7 @@ class SegDataModule(pl.LightningDataModule):
         self.synthetic = None if synthetic is None else dict(synthetic)
         if self.synthetic is not None and "root" not in self.synthetic:
             raise ValueError("SegDataModule(synthetic=...) needs a 'root' folder")
+        self.conversations = bool(conversations)
         self._train_loader: MixedBatchLoader | None = None
 
     def prepare_data(self) -> None:
@@ -129,6 +133,7 @@ class SegDataModule(pl.LightningDataModule):
             hflip_prob=self.hflip_prob,
             on_error=self.on_error,
             start_batch=start,
+            conversations=self.conversations,
         )
         log.info("training mix: %s", {k: round(v, 4) for k, v in stream.probabilities.items()})
         self._train_loader = MixedBatchLoader(
@@ -146,6 +151,7 @@ class SegDataModule(pl.LightningDataModule):
                     video_batch_size=self.video_batch_size,
                     image_size=self.image_size,
                     clip=clip,
+                    conversations=self.conversations,
                 ),
                 # More workers than shards would leave workers idle; each worker reads its own shards.
                 num_workers=min(self.num_workers, len(source.urls)),

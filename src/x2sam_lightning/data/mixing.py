@@ -11,6 +11,13 @@ modality at the same step), independent of the global seed, of the number of Dat
 resumable exactly from the number of batches drawn (:class:`MixedBatchLoader` counts the batches the
 training loop actually consumed and is a Lightning "stateful" loader, so the count goes into checkpoints).
 
+Conversations (stage 2, ``conversations=True``): each sample gets the
+:class:`~x2sam_lightning.types.Conversation` of its source's task (``ShardSource.task``) after the resize
+transform. Training draws wordings, choices and prompts from a generator seeded with ``(seed, batch
+index, slot in the batch)``, counter-based like the source schedule, so a resumed run builds the same
+conversation for the same sample at the same step; evaluation seeds it from the sample key (fixed
+templates and prompts) and yields prompted tasks once per prompt type (``EVAL_PROMPT_TYPES``).
+
 Seam for the full mixer (stage 2): the sample streams inside each source restart after a resume, on a
 fresh seeded shard order (derived from the resume point, so the first samples are not simply repeated);
 exact sample-level resume needs per-worker shard offsets. Modality-aware gradient accumulation needs only
@@ -23,6 +30,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from itertools import count
 from typing import Any
 
@@ -30,12 +38,16 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from x2sam_lightning.data.collate import collate_samples
+from x2sam_lightning.data.conversations import EVAL_PROMPT_TYPES, build_conversation, eval_generator
 from x2sam_lightning.data.shards import ClipSampler, OnError, iter_source
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.types import SegBatch, SegSample
 
 log = logging.getLogger(__name__)
+
+#: Stream id mixed into the training conversation seed (keeps it apart from the schedule's draws).
+_CONVERSATION_STREAM = 1
 
 
 def repeat_factors(sizes: Mapping[str, int], temperature: float = 0.1) -> dict[str, float]:
@@ -104,8 +116,10 @@ class MixedBatchStream(IterableDataset):
         seed: mixing seed (source choice, shard order, shuffle buffers, clip starts).
         shuffle_buffer: samples in each source's shuffle buffer (0 or 1 = no shuffle).
         hflip_prob: horizontal flip probability (see ResizePadNormalize; keep 0 for referring data).
-        on_error: ``"raise"`` or ``"skip"`` (warn and skip bad samples).
+        on_error: ``"raise"`` or ``"skip"`` (warn and skip bad samples; a sample whose conversation
+            cannot be built is such a sample too).
         start_batch: global batch index to start from (resume).
+        conversations: build each sample's Conversation (stage 2); off for stage 1.
     """
 
     def __init__(
@@ -123,6 +137,7 @@ class MixedBatchStream(IterableDataset):
         hflip_prob: float = 0.0,
         on_error: OnError = "raise",
         start_batch: int = 0,
+        conversations: bool = False,
     ) -> None:
         super().__init__()
         if not sources:
@@ -139,6 +154,7 @@ class MixedBatchStream(IterableDataset):
         )
         self.schedule = SourceSchedule(self.probabilities, self.seed)
         self.start_batch = int(start_batch)
+        self.conversations = bool(conversations)
 
     def batch_size_for(self, name: str) -> int:
         return self.video_batch_size if self.sources[name].modality == "video" else self.batch_size
@@ -168,23 +184,40 @@ class MixedBatchStream(IterableDataset):
                     shuffle_buffer=self.shuffle_buffer,
                     on_error=self.on_error,
                 )
-            batch = self._fill(name, streams[name], buckets[name])
+            batch = self._fill(name, index, streams[name], buckets[name])
             # Kept in this worker's copy: a re-iterated persistent worker continues where it stopped
             # (its next index is start_batch + worker again).
             self.start_batch = index + workers - worker
             yield batch
 
-    def _fill(self, name: str, stream: Iterator[SegSample], bucket: dict[int, list[SegSample]]) -> SegBatch:
+    def _fill(
+        self, name: str, index: int, stream: Iterator[SegSample], bucket: dict[int, list[SegSample]]
+    ) -> SegBatch:
         """Temporal-aware grouping: read samples until some clip length ``T`` has a full batch."""
         size = self.batch_size_for(name)
         while True:
             sample = next(stream)
             group = bucket[sample.pixel_values.shape[0]]
             group.append(sample)
-            if len(group) == size:
+            if len(group) == size and (not self.conversations or self._converse(name, index, group)):
                 batch = collate_samples(group)
                 group.clear()
                 return batch
+
+    def _converse(self, name: str, index: int, group: list[SegSample]) -> bool:
+        """Build the conversations of a full group (global batch ``index``); False if one was dropped."""
+        task = self.sources[name].task
+        for slot, sample in enumerate(group):
+            rng = np.random.default_rng([self.seed, _CONVERSATION_STREAM, index, slot])
+            try:
+                sample.conversation = build_conversation(sample, task, rng, train=True)
+            except ValueError as error:
+                if self.on_error == "raise":
+                    raise
+                log.warning("skipping sample %s of %s (%s): %s", sample.key, name, sample.shard, error)
+                del group[slot]
+                return False
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {"batches_drawn": self.start_batch, "seed": self.seed, "sources": list(self.sources)}
@@ -265,6 +298,8 @@ class EvalBatchStream(IterableDataset):
         image_size: model input side.
         clip: which frames of each video to use (default: whole video up to 64 frames).
         on_error: ``"raise"`` (default; an evaluation must not silently drop samples) or ``"skip"``.
+        conversations: build each sample's Conversation (stage 2). Samples of a task in
+            ``EVAL_PROMPT_TYPES`` are then yielded once per prompt type, in batches of one prompt type.
     """
 
     def __init__(
@@ -276,6 +311,7 @@ class EvalBatchStream(IterableDataset):
         image_size: int = 128,
         clip: ClipSampler | None = None,
         on_error: OnError = "raise",
+        conversations: bool = False,
     ) -> None:
         super().__init__()
         self.source = source
@@ -283,17 +319,31 @@ class EvalBatchStream(IterableDataset):
         self.transform = ResizePadNormalize(image_size)
         self.clip = clip or ClipSampler(mode="all", max_frames=64)
         self.on_error = on_error
+        self.conversations = bool(conversations)
+
+    def _variants(self, sample: SegSample) -> Iterator[SegSample]:
+        """The sample, or one copy per evaluation prompt type, each with its conversation."""
+        if not self.conversations:
+            yield sample
+            return
+        task = self.source.task
+        for prompt_type in EVAL_PROMPT_TYPES.get(task, (None,)):
+            rng = eval_generator(sample.key, prompt_type)
+            conversation = build_conversation(sample, task, rng, train=False, prompt_type=prompt_type)
+            yield replace(sample, conversation=conversation)
 
     def __iter__(self) -> Iterator[SegBatch]:
-        bucket: dict[int, list[SegSample]] = defaultdict(list)
-        for sample in iter_source(
+        bucket: dict[tuple[int, str | None], list[SegSample]] = defaultdict(list)
+        for decoded in iter_source(
             self.source, self.transform, self.clip, train=False, on_error=self.on_error
         ):
-            group = bucket[sample.pixel_values.shape[0]]
-            group.append(sample)
-            if len(group) == self.batch_size:
-                yield collate_samples(group)
-                group.clear()
+            for sample in self._variants(decoded):
+                prompt_type = sample.conversation.prompt_type if sample.conversation else None
+                group = bucket[(sample.pixel_values.shape[0], prompt_type)]
+                group.append(sample)
+                if len(group) == self.batch_size:
+                    yield collate_samples(group)
+                    group.clear()
         for group in bucket.values():
             if group:
                 yield collate_samples(group)
