@@ -80,21 +80,35 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
     if hasattr(module, "model_config"):  # recorded in stage-2 checkpoints: what rebuilds the model
         from omegaconf import OmegaConf
 
-        module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        module.model_config = {"model": model, "image_size": int(cfg.data.image_size)}
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
 
-def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+def _print_metrics(title: str, metrics: dict[str, Any], tasks: dict[str, str] | None = None) -> None:
+    """Held-out metrics: every value, or with ``tasks`` (source -> task) each source's headline columns
+    (the results table's, in percent; every value is in the metrics JSON of the run)."""
+    from x2sam_lightning.metrics.report import headline_row
+
     rows = {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))}
     if not rows:
         return
-    width = max(len(k) for k in rows)
     print(f"\n{title}")
-    for key, value in rows.items():
-        print(f"  {key:<{width}}  {value:.4f}")
+    if not tasks:
+        width = max(len(k) for k in rows)
+        for key, value in rows.items():
+            print(f"  {key:<{width}}  {value:.4f}")
+        return
+    width = max(len(s) for s in tasks)
+    for source, task in tasks.items():
+        values = {k.split("/", 2)[2]: v for k, v in rows.items() if k.split("/")[1:2] == [source]}
+        cells = ", ".join(
+            f"{label} {'-' if v is None else f'{v:.1f}'}" for label, v in headline_row(task, values).items()
+        )
+        print(f"  {source:<{width}}  {task:<11} {cells}")
 
 
 def resolve_stage1_checkpoint(cfg: Any) -> None:
@@ -112,10 +126,8 @@ def resolve_stage1_checkpoint(cfg: Any) -> None:
     found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         print(f"stage 1: no checkpoint under {runs}; training `fit +experiment={experiment}` first")
-        stage1 = compose_config(
-            experiment,
-            [f"paths.data_dir={cfg.paths.data_dir}", f"paths.output_dir={cfg.paths.output_dir}"],
-        )
+        paths = [f"paths.data_dir={cfg.paths.data_dir}", f"paths.output_dir={cfg.paths.output_dir}"]
+        stage1 = compose_config(experiment, [*paths, *(cfg.get("stage1_overrides") or [])])
         Path(stage1.paths.run_dir).mkdir(parents=True, exist_ok=True)
         run_fit(stage1)
         found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -131,13 +143,14 @@ def run_fit(cfg: Any) -> dict[str, float]:
     datamodule, module, trainer = build_run(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    _print_metrics("held-out metrics at the last validation:", metrics)
+    tasks = getattr(module, "evaluated_tasks", lambda stage: None)
+    _print_metrics("held-out metrics at the last validation (validation split):", metrics, tasks("val"))
     if cfg.get("test_after_fit"):
         from x2sam_lightning.lightning.results import write_test_results
 
         results = _merge(trainer.test(module, datamodule=datamodule, verbose=False))
         paths = write_test_results(results, Path(cfg.paths.run_dir), module.test_tasks())
-        _print_metrics("test split (held out; never used to choose a setting):", results)
+        _print_metrics("test split (held out; never used to choose a setting):", results, tasks("test"))
         print("results table: " + ", ".join(str(p) for p in paths))
         metrics.update(results)
     return metrics

@@ -58,8 +58,9 @@ class AgnosticSegmentor(L.LightningModule):
         weight_decay: float = 0.05,
     ) -> None:
         super().__init__()
-        # Built modules and the optimiser/scheduler partials stay out of hparams: checkpoints then hold
-        # only plain values and load with torch.load(weights_only=True), as Lightning resumes them.
+        # Built modules and the optimiser/scheduler partials stay out of hparams, and Hydra containers
+        # become plain ones: checkpoints then load with torch.load(weights_only=True).
+        lr_overrides = {str(k): float(v) for k, v in lr_overrides.items()} if lr_overrides else None
         self.save_hyperparameters(
             ignore=["segmentor", "criterion", "optimizer", "scheduler", "postprocess", "metric"]
         )

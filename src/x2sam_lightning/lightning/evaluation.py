@@ -172,8 +172,9 @@ class Evaluator:
                 )
             index = self._set_instance(out, b)
             if index is None:
+                # No <SEG> in the reply: no segment, no detection, and every labelled pixel wrong.
                 pred_ids, pred_segments = torch.zeros(h, w, dtype=torch.long), []
-                pred_semantic = torch.full((h, w), 255, dtype=torch.long)
+                pred_semantic = (gt_semantic + 1) % max(len(categories), 1)
                 detections = {"scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
                 detections["masks"] = torch.zeros(0, h, w, dtype=torch.bool)
             else:

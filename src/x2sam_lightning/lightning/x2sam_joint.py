@@ -81,6 +81,9 @@ class X2SAMJoint(L.LightningModule):
         eval_seed: int = 0,
     ) -> None:
         super().__init__()
+        # Plain containers (not Hydra's): hparams go into checkpoints, which load with weights_only=True.
+        stage1_parts = [str(part) for part in stage1_parts]
+        lr_overrides = {str(k): float(v) for k, v in lr_overrides.items()} if lr_overrides else None
         self.save_hyperparameters(
             ignore=[
                 "segmentor",
@@ -187,11 +190,15 @@ class X2SAMJoint(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
+    def evaluated_tasks(self, stage: str) -> dict[str, str]:
+        """Source name -> task of every source ``stage`` (``"val"`` or ``"test"``) scored."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sources = getattr(datamodule, f"{stage}_sources", {}) or {}
+        return {s: sources[s].task if s in sources else "unknown" for s in self._evaluated[stage]}
+
     def test_tasks(self) -> dict[str, str]:
         """The results table's rows: source name -> task of what ``test`` scored."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        sources = getattr(datamodule, "test_sources", {}) or {}
-        return {s: sources[s].task if s in sources else "unknown" for s in self._evaluated["test"]}
+        return self.evaluated_tasks("test")
 
     def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Reply and masks per sample (see ``inference.writer``)."""

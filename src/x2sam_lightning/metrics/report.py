@@ -23,7 +23,14 @@ HEADLINE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("mIoU", ("miou",)),
         ("Recall", ("recall",)),
     ),
-    "img_intseg": (("mIoU", ("miou",)), ("cIoU", ("ciou",))),
+    # COCO-Interactive: one column per prompt type (X-SAM's table), mIoU; cIoU is in the JSON.
+    "img_intseg": (
+        ("mIoU point", ("point/miou",)),
+        ("mIoU scribble", ("scribble/miou",)),
+        ("mIoU box", ("box/miou",)),
+        ("mIoU mask", ("mask/miou",)),
+    ),
+    "img_chat": (("Accuracy", ("accuracy",)),),
     "img_vgdseg": (
         ("AP point", ("point/ap", "point/map")),
         ("AP50 point", ("point/ap50", "point/map_50")),

@@ -186,8 +186,18 @@ class X2SAM(nn.Module):
         modes: list[str],
         contrastive: bool,
     ) -> list[DecodeInstance]:
-        """One instance per ``<SEG>`` that has a condition to score (see the module docstring)."""
+        """One instance per ``<SEG>`` that has a condition to score (see the module docstring).
+
+        A mode ``"auto"`` (free-form inference) is read from the sequence: one ``<SEG>`` after several
+        conditions decodes them all (``set``), otherwise each ``<SEG>`` decodes the condition before it.
+        """
         seg_rows, seg_cols = (input_ids == self.seg_id).nonzero(as_tuple=True)
+        modes = list(modes)
+        for b, mode in enumerate(modes):
+            if mode == "auto":
+                segs = seg_cols[seg_rows == b].tolist()
+                before = [s for s in spans[b] if segs and s[1] < segs[0]]
+                modes[b] = "set" if len(segs) == 1 and len(before) > 1 else "per_condition"
         shared = [
             (b, k) for b, mode in enumerate(modes) if mode == "per_condition" for k in range(len(spans[b]))
         ]
@@ -292,7 +302,8 @@ class X2SAM(nn.Module):
         instances = self.plan_instances(tokens["input_ids"], spans, modes, contrastive)
         out = X2SAMOutput(logits, lm_loss, tokens["input_ids"], spans, instances)
         if instances:
-            projected = self.llm_projector(hidden)
+            # The LLM may run in bf16 (the 4B preset); the projectors and decoder keep their own dtype.
+            projected = self.llm_projector(hidden.to(self.llm_projector.net[0].weight.dtype))
             out.seg = self.decode_instances(features, num_frames, projected, spans, instances)
         elif self.training:
             # Keep every trainable part in the graph (DDP): a zero that touches the decoder side.
@@ -357,7 +368,7 @@ class X2SAM(nn.Module):
         return int(self.vl_backbone.tokenizer.pad_token_id)
 
     def _zero(self, hidden: Tensor) -> Tensor:
-        return self.llm_projector(hidden[:, :1]).sum() * 0.0
+        return self.llm_projector(hidden[:, :1].to(self.llm_projector.net[0].weight.dtype)).sum() * 0.0
 
 
 def _pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
