@@ -156,6 +156,31 @@ def test_streamed_shard_is_checked_as_it_is_read(tmp_path, caplog, case):
     assert len(_skip_warnings(caplog, url)) == 1
 
 
+def test_a_failing_stream_command_is_a_shard_error(tmp_path):
+    with pytest.raises(ShardError, match="cannot be read: the command exited with status 1"):
+        _read(_source(["pipe:false"]), "raise")
+
+
+def test_hidden_members_and_directories_are_not_samples(tmp_path):
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("s")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        members = {"__meta__/x": b"", "__index__": b"", ".DS_Store": b"x", "s/._0000000.json": b"\0\5"}
+        members |= {f"s/0000000.{ext}": data for ext, data in bd.image_members().items()}
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    url = tmp_path / "h.tar"
+    url.write_bytes(buffer.getvalue())
+    assert [s.key for s in _read(_source([str(url)]), "raise")] == ["s/0000000"]
+
+
 def test_streamed_shard_count_is_checked(tmp_path):
     bd.good_image_shard(tmp_path / "r-000000.tar", 0, 2, "r")
     index = bd.write_index(tmp_path, "r", [(f"pipe:cat {tmp_path / 'r-000000.tar'}", 1)])
@@ -184,7 +209,9 @@ INDEX_DEFECTS = {
     "missing task": ({k: v for k, v in _index().items() if k != "task"}, "lacks required key 'task'"),
     "unknown task": (_index(task="img_pose"), "is not a known task"),
     "task of another modality": (_index(task="vid_refseg"), "does not fit modality 'image'"),
-    "no shards": (_index(shards=[], num_samples=0), "index lists no shards"),
+    "no shards": (_index(shards=[]), "index lists no shards"),
+    "no samples": (_index(shards=[], num_samples=0), "num_samples is 0"),
+    "empty split": (_index(split=""), "index 'split' is an empty string"),
     "shard without url": (_index(shards=[{"num_samples": 3}]), "needs a non-empty string 'url'"),
     "zero count": (
         _index(shards=[{"url": "a.tar", "num_samples": 3}, {"url": "b.tar", "num_samples": 0}]),
@@ -288,6 +315,21 @@ def test_uncompressed_rle_decodes_like_compressed():
         obj["masks"] = [{"size": m["size"], "counts": rle_runs(m["counts"])} for m in obj["masks"]]
     clip = decode_sample({**raw, "json": json.dumps(sample).encode()}, ClipSampler())
     assert np.array_equal(clip.masks, expected.masks) and clip.masks.any()
+
+
+def test_reader_checks_the_runs_of_the_frames_it_decodes():
+    """``validate_sample`` checks every mask; the reader checks the masks of the clip it decodes."""
+    from x2sam_lightning.data.schema import validate_sample
+
+    sample, mp4 = bd.good_video()
+    obj = next(o for o in sample["objects"] if o["masks"][3] is not None)
+    obj["masks"][3] = {"size": [bd.SIZE, bd.SIZE], "counts": [5]}
+    raw = {"__key__": "v/1", "__url__": "mem", "json": json.dumps(sample).encode(), "mp4": mp4}
+    with pytest.raises(SampleError, match="frame 3: RLE runs sum to 5 pixels"):
+        validate_sample(sample, url="mem", key="v/1")
+    assert decode_sample(raw, ClipSampler(2, mode="first")).frame_indices == [0, 1]
+    with pytest.raises(SampleError, match="frame 3: RLE runs sum to 5 pixels"):
+        decode_sample(raw, ClipSampler(4, mode="first"))
 
 
 def test_labels_come_from_the_index_vocabulary_never_from_a_guess():

@@ -25,6 +25,7 @@ __all__ = [
     "SampleError",
     "ShardError",
     "SourceError",
+    "check_mask_runs",
     "check_rle",
     "parse_json",
     "validate_index",
@@ -303,7 +304,51 @@ def _check_text_fields(sample: Mapping[str, Any], object_ids: set[int]) -> None:
                 raise _Invalid(f"{what} 'content' should be a string")
 
 
-def _check_sample(sample: Any, vocabulary: list[Any] | None, max_pixels: int | None) -> None:
+def _check_masks(
+    sample: Mapping[str, Any], frames: Collection[int] | None, structure_only: bool = False
+) -> None:
+    """The masks' RLE structure and size on every frame; their run sums on ``frames`` (None: all), so
+    pycocotools never decodes a mask whose runs do not cover the frame exactly."""
+    height, width = sample["height"], sample["width"]
+    where, rles = [], []
+    for n, obj in enumerate(sample["objects"]):
+        for t, rle in enumerate(obj["masks"]):
+            if rle is None:
+                continue
+            if structure_only or (frames is not None and t not in frames):
+                # Everything but the run sums (cheap): dict, size, counts type.
+                if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+                    problem = "mask is not a COCO RLE dict with 'size' and 'counts'"
+                elif rle["size"] != [height, width] or not isinstance(rle["counts"], (str, list)):
+                    problem = check_rle(rle, height, width)
+                else:
+                    continue
+                raise _Invalid(f"object {n} (id {obj['id']}) frame {t}: {problem}")
+            where.append((n, t))
+            rles.append(rle)
+    # All masks checked in one call (the compressed counts strings are parsed together).
+    for (n, t), problem in zip(where, rle_problems(rles, height, width)):
+        if problem:
+            raise _Invalid(f"object {n} (id {sample['objects'][n]['id']}) frame {t}: {problem}")
+
+
+def check_mask_runs(
+    sample: Mapping[str, Any], frames: Collection[int], *, url: str = "", key: str = ""
+) -> None:
+    """The run sums of the masks on ``frames`` of a sample checked by ``validate_sample(check_runs=False)``.
+
+    Raises:
+        SampleError: naming the object and frame whose runs do not cover the frame exactly.
+    """
+    try:
+        _check_masks(sample, frames)
+    except _Invalid as error:
+        raise SampleError(url, key, str(error)) from None
+
+
+def _check_sample(
+    sample: Any, vocabulary: list[Any] | None, max_pixels: int | None, check_runs: bool = True
+) -> None:
     if not isinstance(sample, Mapping):
         raise _Invalid(f"sample json should be an object, got {type(sample).__name__}")
     if not _is_int(sample.get("schema")) or sample["schema"] != SCHEMA_VERSION:
@@ -364,14 +409,7 @@ def _check_sample(sample: Any, vocabulary: list[Any] | None, max_pixels: int | N
             raise _Invalid(f"{what} expressions should be non-empty strings")
         if obj.get("prompt") is not None:
             _check_prompt(obj["prompt"], sample, what)
-    # All masks of the sample in one call (the counts of compressed RLEs are checked together).
-    where_mask = [
-        (n, t) for n, obj in enumerate(sample["objects"]) for t, r in enumerate(obj["masks"]) if r is not None
-    ]
-    rles = [sample["objects"][n]["masks"][t] for n, t in where_mask]
-    for (n, t), problem in zip(where_mask, rle_problems(rles, height, width)):
-        if problem:
-            raise _Invalid(f"object {n} (id {sample['objects'][n]['id']}) frame {t}: {problem}")
+    _check_masks(sample, None if check_runs else (), structure_only=not check_runs)
     _check_text_fields(sample, object_ids)
 
 
@@ -382,6 +420,7 @@ def validate_sample(
     key: str = "",
     categories: list[dict[str, Any]] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    check_runs: bool = True,
 ) -> dict[str, Any]:
     """Check a decoded sample json against schema 1.
 
@@ -392,6 +431,8 @@ def validate_sample(
         categories: the index vocabulary, already checked by :func:`validate_index` (used when the
             sample has no ``categories`` of its own).
         max_pixels: largest ``height * width`` accepted (None: no limit).
+        check_runs: also check that each mask's runs sum to ``height * width`` (False: only the structure
+            of each mask; the reader then checks the frames it decodes with :func:`check_mask_runs`).
 
     Returns:
         ``sample`` as a dict.
@@ -400,7 +441,7 @@ def validate_sample(
         SampleError: naming ``url``, ``key`` and the first problem found.
     """
     try:
-        _check_sample(sample, categories, max_pixels)
+        _check_sample(sample, categories, max_pixels, check_runs)
     except _Invalid as error:
         raise SampleError(url, key, str(error)) from None
     return dict(sample)
@@ -413,6 +454,11 @@ def _check_index(index: Any) -> None:
         raise _Invalid(f"unsupported index schema {index.get('schema')!r}")
     _check_types(index, _INDEX_REQUIRED, {"categories": list, "config": dict}, "index json")
     _check_task(index["task"], index["modality"], "index")
+    for name in ("dataset", "split"):
+        if not _text(index[name]):
+            raise _Invalid(f"index {name!r} is an empty string")
+    if index["num_samples"] <= 0:
+        raise _Invalid(f"index num_samples is {index['num_samples']} (must be > 0)")
     _check_categories(index.get("categories") or [], "index")
     if not index["shards"]:
         raise _Invalid("index lists no shards")

@@ -78,8 +78,8 @@ def _member_key(url: str, info: tarfile.TarInfo) -> tuple[str, str] | None:
     if not info.isreg():
         kind = "link" if info.issym() or info.islnk() else "device or special file"
         raise ShardError(url, f"member {name!r} is a {kind}, not a regular file")
-    if _META.match(name):
-        return None
+    if _META.match(name) or name.rsplit("/", 1)[-1].startswith("."):
+        return None  # WebDataset metadata, hidden files (.DS_Store, macOS ._* AppleDouble members)
     match = _KEY_EXT.match(name)
     if match is None:
         raise ShardError(url, f"member name {name!r} is not '<key>.<extension>'")
@@ -141,6 +141,14 @@ class _Grouper:
         self.key, self.names = key, {ext}
         self.count += 1
         return True
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    if status := re.search(r"\): exit (-?\d+) \(read\)", text):  # webdataset's Pipe
+        return f"the command exited with status {status.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 def _check_count(url: str, count: int, expected: int | None) -> None:
@@ -219,32 +227,41 @@ def _read_remote(url: str, expected: int | None) -> Iterator[dict[str, Any]]:
         handle = gopen(url, "rb")
     except Exception as error:  # gopen raises many types (IOError, ValueError, subprocess errors)
         raise ShardError(url, f"cannot be opened: {error}") from None
-    with handle:
+    opened = finished = False
+    try:
         tar = _open_tar(url, handle, "r|*")
-        with tar:
-            grouper = _Grouper(url)
-            sample: dict[str, Any] = {}
-            last = ""
-            try:
-                for info in tar:
-                    last = info.name
-                    named = _member_key(url, info)
-                    if named is None:
-                        continue
-                    key, ext = named
-                    if grouper.add(key, ext, info.name) and sample:
-                        yield sample
-                        sample = {}
-                    if not sample:
-                        sample = {"__key__": key, "__url__": url}
-                    sample[ext] = _member_data(url, tar, info)
-                    tar.members = []  # a stream may be long: do not keep every header
-                _check_end(url, tar, tar.fileobj, last)
-            except Exception as error:
-                raise _read_error(url, error, last) from None
-            _check_count(url, grouper.count, expected)
-            if sample:
-                yield sample
+        opened = True
+        grouper = _Grouper(url)
+        sample: dict[str, Any] = {}
+        last = ""
+        try:
+            for info in tar:
+                last = info.name
+                named = _member_key(url, info)
+                if named is None:
+                    continue
+                key, ext = named
+                if grouper.add(key, ext, info.name) and sample:
+                    yield sample
+                    sample = {}
+                if not sample:
+                    sample = {"__key__": key, "__url__": url}
+                sample[ext] = _member_data(url, tar, info)
+                tar.members = []  # a stream may be long: do not keep every header
+            _check_end(url, tar, tar.fileobj, last)
+        except Exception as error:
+            raise _read_error(url, error, last) from None
+        _check_count(url, grouper.count, expected)
+        finished = True
+    finally:
+        try:
+            handle.close()  # a pipe reports its command's failure here (e.g. a download that stopped)
+        except Exception as error:
+            # The command's failure explains an empty or unreadable stream better than tarfile does.
+            if finished or not opened:
+                raise ShardError(url, f"cannot be read: {_one_line(error)}") from None
+    if sample:
+        yield sample
 
 
 def read_shard(url: str, expected_samples: int | None = None) -> Iterator[dict[str, Any]]:
