@@ -298,6 +298,51 @@ def test_unusual_images_decode_to_the_displayed_rgb(case):
     assert difference <= tolerance, difference
 
 
+def _single_category(sample: dict) -> dict:
+    sample["categories"] = [{"id": 1, "name": "object"}]
+    for obj in sample["objects"]:
+        del obj["category_id"]
+    return sample
+
+
+#: Valid samples that look unusual: each must be read (name -> mutation of a good image sample json).
+UNUSUAL_SAMPLES = {
+    "isthing as 0 / 1": lambda s: (
+        s | {"categories": [c | {"isthing": int(c["isthing"])} for c in s["categories"]]}
+    ),
+    "empty conversation": lambda s: s | {"conversation": []},
+    "class-agnostic objects": _single_category,
+    "prompts on the frame border": lambda s: bd._prompt(point=[32, 32.0], box=[0, 0, 32, 32], type="box")(s),
+    "no-target reference": lambda s: s | {"references": [{"text": "the green cow", "object_ids": []}]},
+    "touching phrases": lambda s: bd._phrases([0, 5], [5, 9])(s),
+    "unknown extra keys": lambda s: (
+        s | {"source_url": "x", "objects": [o | {"score": 1.0} for o in s["objects"]]}
+    ),
+    "integer frame times": lambda s: s | {"frame_times": [0]},
+    "query and explanation": lambda s: s | {"query": "what is round?", "explanation": ""},
+    "chat with turns": lambda s: (
+        s | {"conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNUSUAL_SAMPLES))
+def test_unusual_but_valid_samples_are_read(case):
+    sample, image = bd.good_image(1)
+    sample = UNUSUAL_SAMPLES[case](sample)
+    raw = {"__key__": "u/1", "__url__": "mem", "json": json.dumps(sample).encode(), "png": image}
+    clip = decode_sample(raw, ClipSampler())
+    assert clip.masks.shape[0] == len(sample["objects"]) and clip.masks.any()
+    if case == "class-agnostic objects":
+        assert clip.labels.tolist() == [0] * len(sample["objects"])
+
+
+def test_member_extensions_are_case_insensitive(tmp_path):
+    members = {ext.upper(): data for ext, data in bd.image_members().items()}
+    url = bd.write_shard(tmp_path / "u.tar", [("u/0000000", members)])
+    assert [s.key for s in _read(_source([url]), "raise")] == ["u/0000000"]
+
+
 def test_pixel_limit_is_configurable(tmp_path):
     url = bd.write_shard(tmp_path / "p.tar", [("p/0000000", bd.image_members())])
     with pytest.raises(SampleError, match="over the limit of 1000"):
@@ -466,6 +511,13 @@ def test_training_on_a_source_with_nothing_usable_stops(tmp_path, kind, on_error
     assert type(error) is expected
     if expected is SourceError:
         assert "source 'x': the last 5 reads" in str(error)
+
+
+def test_no_urls_is_an_error_not_an_endless_loop():
+    from x2sam_lightning.data.shards import iter_raw_samples
+
+    with pytest.raises(SourceError, match="no shard urls"):
+        bd.within(10, lambda: next(iter_raw_samples([], train=True)))
 
 
 def test_skip_stats_are_shared_by_workers():

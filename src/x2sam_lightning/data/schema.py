@@ -191,7 +191,7 @@ def _check_categories(categories: list[Any], what: str) -> set[int]:
             raise _Invalid(f"{what} categories repeat id {category['id']}")
         if not _text(category.get("name")):
             raise _Invalid(f"{what} category {category['id']} needs a non-empty string 'name'")
-        if "isthing" in category and not isinstance(category["isthing"], bool):
+        if "isthing" in category and category["isthing"] not in (True, False):  # COCO's 0 / 1 too
             raise _Invalid(f"{what} category {category['id']} 'isthing' should be bool")
         ids.add(category["id"])
     return ids
@@ -287,9 +287,7 @@ def _check_text_fields(sample: Mapping[str, Any], object_ids: set[int]) -> None:
             if start < end:
                 raise _Invalid(f"phrases[{a}] and phrases[{b}] overlap in the caption")
     conversation = sample.get("conversation")
-    if conversation is not None:
-        if not conversation:
-            raise _Invalid("'conversation' is empty")
+    if conversation:  # [] = none
         for n, turn in enumerate(conversation):
             what = f"conversation[{n}]"
             if not isinstance(turn, Mapping):
@@ -394,9 +392,10 @@ def _check_sample(
             raise _Invalid(f"object {n} repeats object id {obj['id']}")
         object_ids.add(obj["id"])
         category = obj.get("category_id")
-        if known and category is None:
-            raise _Invalid(f"{what} has no category_id but the sample has a vocabulary ({where})")
-        if known and category not in known:
+        # Without a category_id the label is 0: unambiguous only for no or a one-category vocabulary.
+        if len(known) > 1 and category is None:
+            raise _Invalid(f"{what} has no category_id but {where} has {len(known)} categories")
+        if known and category is not None and category not in known:
             raise _Invalid(f"{what} has category_id {category}, not in {where}")
         if category is not None and not known:
             raise _Invalid(

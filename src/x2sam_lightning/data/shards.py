@@ -306,8 +306,9 @@ def decode_sample(
                 track[t] = decode_rle(rle)  # checked above: size and runs
         masks.append(track)
         valid.append([r is not None for r in rles])
-        # validate_sample guarantees a known category (or no vocabulary at all: class-agnostic, 0).
-        labels.append(position[obj["category_id"]] if position else 0)
+        # validate_sample guarantees a known category, or none with a vocabulary of at most one (label 0).
+        category = obj.get("category_id")
+        labels.append(0 if category is None else position[category])
         ids.append(obj["id"])
         crowd.append(bool(obj.get("iscrowd", False)))
     n, t = len(masks), len(indices)
@@ -425,6 +426,8 @@ def iter_raw_samples(
     from webdataset.filters import _shuffle
 
     _check_on_error(on_error)
+    if not urls:
+        raise SourceError("", "no shard urls to read")
     rank, world, worker, workers = _reader_info()
     readers = world * workers
     position_me = rank + world * worker  # webdataset's split_by_node then split_by_worker
