@@ -133,7 +133,8 @@ def _run_totals_loop(counts: list[str]) -> tuple[list[int], list[int]]:
             raise RLECountsError(i, "non-ASCII character in RLE counts") from None
         if data.translate(None, _ALPHABET):
             raise RLECountsError(i, "RLE counts has characters outside the COCO alphabet ('0' to 'o')")
-        total = low = runs = value = shift = 0
+        total = runs = value = shift = 0
+        low = 1 << 62
         before = last = 0  # the runs two and one before this one
         for c in data:
             c -= 48
@@ -156,7 +157,7 @@ def _run_totals_loop(counts: list[str]) -> tuple[list[int], list[int]]:
         if shift:
             raise RLECountsError(i, "RLE counts string ends inside a run")
         totals.append(total)
-        smallest.append(low)
+        smallest.append(low if runs else 0)
     return totals, smallest
 
 
