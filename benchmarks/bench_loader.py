@@ -133,7 +133,7 @@ def main() -> None:
         baseline = entry["raw_pil" if name == "images" else "raw_decord"]
         entry["ratio_ours_over_raw"] = entry["ours"]["ms_per_item"] / baseline["ms_per_item"]
     report = {
-        "date": "2026-11-25",
+        "date": "2026-11-29",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()}-core CPU",
         "torch_threads": torch.get_num_threads(),
         "settings": {**sizes, "image_size": args.image_size, "clip": args.clip, "quick": args.quick},
@@ -148,7 +148,7 @@ def main() -> None:
     img, vid = results["images"], results["video_clips"]
     markdown = f"""# Loader benchmark
 
-Date 2026-11-25; machine: {report["machine"]}; one process, one thread, no DataLoader workers.
+Date 2026-11-29; machine: {report["machine"]}; one process, one thread, no DataLoader workers.
 Command: `python benchmarks/bench_loader.py{" --quick" if args.quick else ""}`. Data: {n_img} synthetic
 {args.image_size}x{args.image_size} PNG images, {n_vid} videos of {sizes["frames"]} frames (H.264 mp4),
 clips of {args.clip} frames. Raw = decode only (PIL / decord) from the same tar shards; ours = the full

@@ -51,12 +51,16 @@ class SegDataModule(pl.LightningDataModule):
         seed: mixing / shuffling seed (independent of the global seed; identical on every rank).
         shuffle_buffer: per-source training shuffle buffer (samples).
         hflip_prob: training horizontal-flip probability (pixels and masks only; 0 for referring data).
-        on_error: ``"raise"`` or ``"skip"`` for bad training samples (evaluation always raises).
+        on_error: ``"raise"`` or ``"skip"`` for bad training samples and shards (docs/data.md, "Bad input").
         pin_memory: DataLoader ``pin_memory``.
         synthetic: ``{"root": ..., **generate_synthetic kwargs}``: generate the synthetic sets there in
             ``prepare_data`` unless they already exist with the same settings.
         conversations: build each sample's :class:`~x2sam_lightning.types.Conversation` from its source's
             task (stage 2; ``SegBatch.conversations``). Off for stage 1.
+        eval_on_error: the same for evaluation; ``"raise"`` by default, since a skipped sample changes
+            the score (``"skip"`` evaluates every good sample exactly once and counts the rest).
+
+    Skipped samples and shards are counted per source: :meth:`skip_stats`.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         synthetic: Mapping[str, Any] | None = None,
         conversations: bool = False,
+        eval_on_error: OnError = "raise",
     ) -> None:
         super().__init__()
         # A source set to null in a config (``train_sources.synthetic_vid: null``) is switched off.
@@ -94,6 +99,7 @@ class SegDataModule(pl.LightningDataModule):
         )
         self.temperature, self.seed, self.shuffle_buffer = float(temperature), int(seed), int(shuffle_buffer)
         self.hflip_prob, self.on_error, self.pin_memory = float(hflip_prob), on_error, bool(pin_memory)
+        self.eval_on_error = eval_on_error
         self.synthetic = None if synthetic is None else dict(synthetic)
         if self.synthetic is not None and "root" not in self.synthetic:
             raise ValueError("SegDataModule(synthetic=...) needs a 'root' folder")
@@ -152,6 +158,7 @@ class SegDataModule(pl.LightningDataModule):
                     image_size=self.image_size,
                     clip=clip,
                     conversations=self.conversations,
+                    on_error=self.eval_on_error,
                 ),
                 # More workers than shards would leave workers idle; each worker reads its own shards.
                 num_workers=min(self.num_workers, len(source.urls)),
@@ -170,6 +177,17 @@ class SegDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> list[DataLoader]:
         """``predict`` reads the test sources (whole videos, no shuffling)."""
         return self._eval_loaders(self.test_sources)
+
+    def skip_stats(self) -> dict[str, dict[str, int]]:
+        """Source name -> ``{"samples_skipped", "shards_skipped"}`` so far (``on_error="skip"``), over all
+        train / val / test sources, summed over this process's DataLoader workers.
+
+        Log it from the LightningModule, e.g. in ``on_train_epoch_end``:
+        ``self.log_dict({f"data/{k}/{n}": v for k, c in self.trainer.datamodule.skip_stats().items()
+        for n, v in c.items()}, sync_dist=True, reduce_fx="sum")``.
+        """
+        sources = {**self.train_sources, **self.val_sources, **self.test_sources}
+        return {name: source.stats.as_dict() for name, source in sources.items()}
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count training batches that reach the step (Lightning fetches one ahead; resume needs the

@@ -2,13 +2,17 @@
 
 The pipeline for one :class:`~x2sam_lightning.data.sources.ShardSource`::
 
-    shard urls ─(training: reshuffled every epoch, seeded, endless)─ split_by_node ─ split_by_worker
-      ─ tarfile_samples ─ (training: seeded shuffle buffer) ─ decode_sample ─ transform ─> SegSample
+    shard urls ─(training: reshuffled every epoch, seeded, endless)─ split by node and worker
+      ─ read_shard (strict tar reading, data.tars) ─ (training: seeded shuffle buffer)
+      ─ decode_sample (schema, media, masks) ─ transform ─> SegSample
 
-Errors go through WebDataset's ``handler`` hook: with ``on_error="raise"`` (default) a bad sample stops
-the run with a :class:`~x2sam_lightning.data.schema.SampleError` naming shard url, sample key and problem;
-``on_error="skip"`` logs the same message as a warning and goes on. Skipping is meant for training only:
-an evaluation that silently drops samples reports a number on a different set.
+Errors: every defect raises a :class:`~x2sam_lightning.data.errors.SampleError` (or its subclasses
+``ShardError`` / ``SourceError``) naming the shard url, the sample key and the problem. With
+``on_error="raise"`` (default) the first one stops the run; with ``on_error="skip"`` a bad sample or a bad
+shard is logged once as a warning, counted in the source's :class:`~x2sam_lightning.data.errors.SkipStats`
+and skipped (a shard found bad is not read again by the same reader). Either way a source that gives no
+usable sample for ``source.max_consecutive_failures`` reads in a row (samples, shards, or training epochs
+in which this reader had no readable shard) raises a ``SourceError``: never an endless loop.
 
 Media are decoded inside the DataLoader worker (PIL for jpg/png, ``decord.VideoReader`` over a BytesIO
 for mp4), after the clip's frame indices are chosen, so only the needed frames and masks are decoded.
@@ -17,9 +21,10 @@ for mp4), after the clip's frame indices are chosen, so only the needed frames a
 from __future__ import annotations
 
 import io
-import json
 import logging
 import random
+import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import count
@@ -27,15 +32,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from x2sam_lightning.data.schema import SampleError, validate_sample
+from x2sam_lightning.data.errors import SampleError, ShardError, SkipStats, SourceError, warn_skip
+from x2sam_lightning.data.rle import decode_rle
+from x2sam_lightning.data.schema import DEFAULT_MAX_PIXELS, check_mask_runs, parse_json, validate_sample
 from x2sam_lightning.data.sources import ShardSource
+from x2sam_lightning.data.tars import read_shard
 from x2sam_lightning.imports import require
 
 log = logging.getLogger(__name__)
+_FRAME = re.compile(r"^\d+\.(png|jpe?g)$")
 
 OnError = Literal["raise", "skip"]
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
 VIDEO_EXTENSIONS = ("mp4",)
+#: Member extensions that hold media (anything else, e.g. ``txt``, is carried along and ignored).
+_MEDIA = re.compile(r"(?:^|\.)(png|jpe?g|mp4|gif|bmp|webp|tiff?|avi|mov|mkv|webm)$")
 
 
 @dataclass(frozen=True)
@@ -108,27 +119,111 @@ class DecodedClip:
     url: str
 
 
-def _decode_image(data: bytes, url: str, key: str, ext: str) -> np.ndarray:
-    from PIL import Image
+def _decode_error(text: str) -> str:
+    """One line of a decoder's message, without decord's ``[time] file.cc:line:`` and ``Check failed``."""
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    line = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", line)
+    line = re.sub(r"^Check failed: .*?\) ", "", line)
+    return line.strip()[:200] or "no detail"
+
+
+def _pixel_limit(pixels: int, max_pixels: int | None, what: str) -> str | None:
+    if max_pixels is not None and pixels > max_pixels:
+        return f"{what} has {pixels} pixels, over the limit of {max_pixels} (max_pixels)"
+    return None
+
+
+def _to_rgb(image: Any) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of a loaded PIL image: 16-bit by the high byte, alpha dropped."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.array(image)
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image)
+        if mode == "I" and (values.min() < 0 or values.max() > 0xFFFF):
+            raise ValueError("32-bit integer image (only 8- and 16-bit images are read)")
+        gray = (values.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "P":
+        # Palette transparency is only kept by an RGBA conversion (PIL warns otherwise); alpha is dropped.
+        image = image.convert("RGBA") if "transparency" in image.info else image
+    elif mode == "F":
+        raise ValueError("floating-point image (only 8- and 16-bit images are read)")
+    return np.array(image.convert("RGB"))
+
+
+def _decode_image(
+    data: bytes, url: str, key: str, ext: str, height: int, width: int, max_pixels: int | None
+) -> np.ndarray:
+    """``[1, H, W, 3]`` uint8: EXIF orientation applied, any mode converted to RGB.
+
+    The pixel count is checked from the header before anything is decoded, and must match the json's
+    (orientation swaps height and width, never the count).
+    """
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.array(image.convert("RGB"))[None]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=("PNG", "JPEG", "MPO"))
+    except Image.DecompressionBombError as error:
+        raise SampleError(url, key, f"{ext} image is too large: {error}") from None
     except Exception as error:  # PIL raises many types for broken files
-        raise SampleError(url, key, f"cannot decode {ext} image: {error}") from error
+        raise SampleError(url, key, f"cannot decode {ext} image: {_decode_error(error)}") from None
+    with image:
+        w0, h0 = image.size
+        if problem := _pixel_limit(w0 * h0, max_pixels, f"{ext} image of {w0}x{h0} (width x height)"):
+            raise SampleError(url, key, problem)
+        if w0 * h0 != height * width:
+            raise SampleError(
+                url, key, f"media size [{h0}, {w0}] does not match json size [{height}, {width}]"
+            )
+        try:
+            image.load()
+            if image.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation: the displayed image
+                image = ImageOps.exif_transpose(image)
+            pixels = _to_rgb(image)
+        except Exception as error:  # truncated or corrupt data, unusual modes
+            raise SampleError(url, key, f"cannot decode {ext} image: {_decode_error(error)}") from None
+    if pixels.shape[:2] != (height, width):
+        raise SampleError(
+            url,
+            key,
+            f"media size {list(pixels.shape[:2])} (after EXIF orientation) does not match json size "
+            f"[{height}, {width}]",
+        )
+    return pixels[None]
 
 
-def _decode_video(data: bytes, url: str, key: str, indices_for: Callable[[int], list[int]]) -> np.ndarray:
+def _decode_video(
+    data: bytes, url: str, key: str, num_frames: int, choose: Callable[[int], list[int]]
+) -> tuple[np.ndarray, list[int]]:
+    """The clip's frames ``[T, H, W, 3]`` and their indices; the stored frame count must equal the json's."""
     decord = require("decord")
     try:
         # The reader is created here, inside the worker: decord readers must not cross processes.
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-        indices = indices_for(len(reader))
-        return reader.get_batch(indices).asnumpy()
-    except SampleError:
-        raise
-    except Exception as error:  # decord raises DECORDError / RuntimeError on broken streams
-        raise SampleError(url, key, f"cannot decode mp4 video: {error}") from error
+        stored = len(reader)
+    except Exception as error:  # decord raises DECORDError / RuntimeError with C++ log text
+        raise SampleError(
+            url, key, f"cannot decode mp4 video: no decodable video frames ({_decode_error(error)})"
+        ) from None
+    if stored == 0:
+        raise SampleError(url, key, "cannot decode mp4 video: it has no video frames")
+    if stored != num_frames:
+        raise SampleError(url, key, f"video has {stored} frames but json num_frames is {num_frames}")
+    indices = choose(num_frames)
+    try:
+        return reader.get_batch(indices).asnumpy(), indices
+    except Exception as error:
+        raise SampleError(
+            url, key, f"cannot decode mp4 video frames {indices[0]}..{indices[-1]}: {_decode_error(error)}"
+        ) from None
+
+
+def _media_members(raw: dict[str, Any]) -> list[str]:
+    return [k for k in raw if not k.startswith("__") and _MEDIA.search(k)]
 
 
 def decode_sample(
@@ -136,52 +231,69 @@ def decode_sample(
     clip_sampler: ClipSampler,
     rng: np.random.Generator | None = None,
     default_categories: list[dict[str, Any]] | None = None,
+    *,
+    task: str | None = None,
+    modality: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DecodedClip:
     """Validate and decode one raw WebDataset sample (``{"__key__", "__url__", "json", "png", ...}``).
 
     Objects with no mask on any frame of the clip are dropped (nothing to learn or score there).
 
+    Args:
+        raw: the sample's members.
+        clip_sampler: chooses the video frames.
+        rng: generator for random clips.
+        default_categories: the index vocabulary (for samples without ``categories`` of their own).
+        task, modality: what the index says the samples are (checked; None = not checked).
+        max_pixels: largest frame (height x width) read, checked before decoding (None: no limit).
+
     Raises:
-        SampleError: missing json or media, a json that breaks the schema, undecodable media, a video
-            with fewer frames than its json says, or masks whose size differs from the frames.
+        SampleError: a missing or extra member, a json that breaks the schema or disagrees with the index,
+            undecodable media, media whose size or frame count differs from the json, or a bad mask.
     """
     url, key = str(raw.get("__url__", "")), str(raw.get("__key__", ""))
     members = sorted(k for k in raw if not k.startswith("__"))
     if "json" not in raw:
         raise SampleError(url, key, f"missing the 'json' member (members: {members})")
-    try:
-        sample = json.loads(raw["json"])
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SampleError(url, key, f"json member is not valid json: {error}") from error
-    sample = validate_sample(sample, url=url, key=key)
+    categories = default_categories or []
+    sample = parse_json(raw["json"], url, key)
+    # Mask run sums are checked below, for the frames of the clip only (the masks that are decoded).
+    sample = validate_sample(
+        sample, url=url, key=key, categories=categories, max_pixels=max_pixels, check_runs=False
+    )
+    for name, expected in (("task", task), ("modality", modality)):
+        if expected is not None and sample[name] != expected:
+            raise SampleError(
+                url, key, f"sample {name} {sample[name]!r} differs from the index's {expected!r}"
+            )
     num_frames, height, width = sample["num_frames"], sample["height"], sample["width"]
 
+    media = _media_members(raw)
+    if len(media) > 1 and all(_FRAME.match(m) for m in media):
+        raise SampleError(
+            url, key, f"video stored as {len(media)} frame images ({media[0]!r}, ...): this reader reads mp4"
+        )
+    if len(media) > 1:
+        raise SampleError(url, key, f"more than one media member: {sorted(media)}")
     if sample["modality"] == "image":
-        ext = next((e for e in IMAGE_EXTENSIONS if e in raw), None)
-        if ext is None:
+        ext = media[0] if media else None
+        if ext not in IMAGE_EXTENSIONS:
             raise SampleError(
                 url, key, f"missing image media (one of {IMAGE_EXTENSIONS}; members: {members})"
             )
-        frames, indices = _decode_image(raw[ext], url, key, ext), [0]
+        frames, indices = _decode_image(raw[ext], url, key, ext, height, width, max_pixels), [0]
     else:
-        if "mp4" not in raw:
+        if media != ["mp4"]:
             raise SampleError(url, key, f"missing video media ('mp4'; members: {members})")
-        chosen: list[int] = []
+        frames, indices = _decode_video(raw["mp4"], url, key, num_frames, lambda n: clip_sampler(n, rng))
+        if frames.shape[1:3] != (height, width):
+            raise SampleError(
+                url, key, f"media size {list(frames.shape[1:3])} does not match json size [{height}, {width}]"
+            )
 
-        def indices_for(stored: int) -> list[int]:
-            if stored < num_frames:
-                raise SampleError(url, key, f"video has {stored} frames but json num_frames is {num_frames}")
-            chosen.extend(clip_sampler(num_frames, rng))
-            return chosen
-
-        frames, indices = _decode_video(raw["mp4"], url, key, indices_for), chosen
-    if frames.shape[1:3] != (height, width):
-        raise SampleError(
-            url, key, f"media size {list(frames.shape[1:3])} does not match json size [{height}, {width}]"
-        )
-
-    mask_utils = require("pycocotools.mask")
-    categories = sample.get("categories") or default_categories or []
+    check_mask_runs(sample, set(indices), url=url, key=key)
+    categories = sample.get("categories") or categories
     position = {c["id"]: i for i, c in enumerate(categories)}
     masks, valid, labels, ids, crowd = [], [], [], [], []
     for obj in sample["objects"]:
@@ -190,22 +302,13 @@ def decode_sample(
             continue
         track = np.zeros((len(indices), height, width), dtype=bool)
         for t, rle in enumerate(rles):
-            if rle is None:
-                continue
-            try:
-                mask = mask_utils.decode(rle)
-            except Exception as error:
-                raise SampleError(
-                    url, key, f"object {obj['id']} frame {indices[t]}: bad RLE: {error}"
-                ) from error
-            if mask.shape != (height, width):
-                raise SampleError(
-                    url, key, f"object {obj['id']} mask size {list(mask.shape)} != frame [{height}, {width}]"
-                )
-            track[t] = mask.astype(bool)
+            if rle is not None:
+                track[t] = decode_rle(rle)  # checked above: size and runs
         masks.append(track)
         valid.append([r is not None for r in rles])
-        labels.append(position.get(obj.get("category_id"), 0))
+        # validate_sample guarantees a known category, or none with a vocabulary of at most one (label 0).
+        category = obj.get("category_id")
+        labels.append(0 if category is None else position[category])
         ids.append(obj["id"])
         crowd.append(bool(obj.get("iscrowd", False)))
     n, t = len(masks), len(indices)
@@ -224,10 +327,14 @@ def decode_sample(
     )
 
 
-def error_handler(on_error: OnError) -> Callable[[Exception], bool]:
-    """WebDataset handler: re-raise, or log a warning and continue (``True`` = skip the sample)."""
+def _check_on_error(on_error: str) -> None:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def error_handler(on_error: OnError) -> Callable[[Exception], bool]:
+    """WebDataset-style handler: re-raise, or log a warning and continue (``True`` = skip the sample)."""
+    _check_on_error(on_error)
 
     def handler(error: Exception) -> bool:
         if on_error == "raise":
@@ -238,17 +345,47 @@ def error_handler(on_error: OnError) -> Callable[[Exception], bool]:
     return handler
 
 
-def _url_stream(urls: list[str], *, endless: bool, shuffle: bool, seed: int) -> Iterator[dict[str, str]]:
-    """Shard urls as WebDataset expects (``{"url": ...}``), reshuffled per epoch with a shared seed.
+class FailureGuard:
+    """Counts reads in a row that gave no usable sample; past ``limit`` the source is given up on.
 
-    Every rank and worker computes the same order, so ``split_by_node`` / ``split_by_worker`` below give
-    disjoint shards at every position of the (possibly endless) stream.
+    A read is a sample that failed, a shard that failed, or a training epoch in which this reader had no
+    shard left to read. A usable sample resets the count.
+    """
+
+    def __init__(self, name: str, where: str, limit: int) -> None:
+        self.name, self.where, self.limit = name, where, int(limit)
+        self.misses = 0
+
+    def miss(self) -> None:
+        self.misses += 1
+        if self.misses > self.limit:
+            raise SourceError(
+                self.where,
+                f"source {self.name!r}: the last {self.limit} reads (samples, shards or epochs) gave no "
+                "usable sample (see the warnings above); giving up instead of looping",
+            )
+
+    def hit(self) -> None:
+        self.misses = 0
+
+
+def _reader_info() -> tuple[int, int, int, int]:
+    from webdataset.utils import pytorch_worker_info
+
+    return pytorch_worker_info()
+
+
+def _url_stream(urls: list[str], *, endless: bool, shuffle: bool, seed: int) -> Iterator[list[str]]:
+    """The url list of each epoch, reshuffled per epoch with a shared seed.
+
+    Every rank and worker computes the same order, so the position-based split below gives disjoint shards
+    at every position of the (possibly endless) stream.
     """
     for epoch in count():
         order = list(urls)
         if shuffle:
             random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        yield from ({"url": u} for u in order)
+        yield order
         if not endless:
             return
 
@@ -260,34 +397,78 @@ def iter_raw_samples(
     seed: int = 0,
     shuffle_buffer: int = 0,
     on_error: OnError = "raise",
+    expected: dict[str, int] | None = None,
+    stats: SkipStats | None = None,
+    guard: FailureGuard | None = None,
+    known_bad: set[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Raw samples of this rank and worker.
 
-    Training: endless, shards reshuffled every epoch, shard-level split by node and worker (with fewer
-    shards than readers, readers take turns on the shards of successive epochs), then a seeded shuffle
-    buffer. Evaluation: one pass in stored order; shard-level split when there are at least as many
-    shards as readers, else every reader reads all shards and keeps every ``readers``-th sample, so each
-    sample is read exactly once overall.
-    """
-    wds = require("webdataset")
-    from webdataset.filters import _shuffle
-    from webdataset.tariterators import tarfile_samples
-    from webdataset.utils import pytorch_worker_info
+    Training: endless, shards reshuffled every epoch, shard-level split by node and worker (position
+    ``p`` of the endless url stream goes to rank ``p % world`` and, within it, worker
+    ``(p // world) % workers``, as WebDataset's ``split_by_node`` + ``split_by_worker``; with fewer shards
+    than readers, readers take turns on the shards of successive epochs), then a seeded shuffle buffer.
+    Evaluation: one pass in stored order; shard-level split when there are at least as many shards as
+    readers, else every reader reads all shards and keeps every ``readers``-th sample, so each sample is
+    read exactly once overall.
 
-    handler = error_handler(on_error)
-    rank, world, worker, workers = pytorch_worker_info()
-    readers, me = world * workers, rank * workers + worker
+    Args:
+        urls: the shards.
+        train: endless shuffled training stream, or one evaluation pass.
+        seed: shard order and shuffle-buffer seed.
+        shuffle_buffer: training shuffle buffer (samples).
+        on_error: ``"raise"`` or ``"skip"`` (a bad shard is logged, counted and skipped).
+        expected: url -> sample count from the index (checked when the shard is read).
+        stats: where skipped shards are counted.
+        guard: counts failed shards and empty training epochs (see :class:`FailureGuard`).
+        known_bad: urls found bad before (skipped without reading; found bad ones are added).
+    """
+    from webdataset.filters import _shuffle
+
+    _check_on_error(on_error)
+    if not urls:
+        raise SourceError("", "no shard urls to read")
+    rank, world, worker, workers = _reader_info()
+    readers = world * workers
+    position_me = rank + world * worker  # webdataset's split_by_node then split_by_worker
+    me = rank * workers + worker
     shard_split = train or len(urls) >= readers
-    src: Iterable[dict[str, str]] = _url_stream(urls, endless=train, shuffle=train, seed=seed)
-    if shard_split:
-        src = wds.split_by_worker(wds.split_by_node(src))
-    samples: Iterable[dict[str, Any]] = tarfile_samples(src, handler=handler)
-    if not shard_split:
-        samples = (s for i, s in enumerate(samples) if i % readers == me)
+    known_bad = set() if known_bad is None else known_bad
+    expected = expected or {}
+
+    def shard_samples(url: str, owner: bool) -> Iterator[dict[str, Any]]:
+        if url in known_bad:
+            return
+        try:
+            yield from read_shard(url, expected.get(url))
+        except ShardError as error:
+            if on_error == "raise":
+                raise
+            known_bad.add(url)
+            if owner:  # readers that all read this shard count it once
+                warn_skip(error, "shard")
+                if stats is not None:
+                    stats.add("shards_skipped")
+            if guard is not None:
+                guard.miss()
+
+    def samples() -> Iterator[dict[str, Any]]:
+        for epoch, order in enumerate(_url_stream(urls, endless=train, shuffle=train, seed=seed)):
+            if not shard_split:
+                kept = (s for i, url in enumerate(order) for s in shard_samples(url, owner=i % readers == me))
+                yield from (s for i, s in enumerate(kept) if i % readers == me)
+                continue
+            mine = [u for i, u in enumerate(order) if (epoch * len(order) + i) % readers == position_me]
+            if train and guard is not None and all(u in known_bad for u in mine):
+                guard.miss()  # nothing to read this epoch: an empty or all-bad source ends, not spins
+            for url in mine:
+                yield from shard_samples(url, owner=True)
+
+    stream: Iterable[dict[str, Any]] = samples()
     if train and shuffle_buffer > 1:
         rng = random.Random(f"{seed}-{rank}-{worker}")
-        samples = _shuffle(samples, bufsize=shuffle_buffer, initial=min(100, shuffle_buffer), rng=rng)
-    yield from samples
+        stream = _shuffle(stream, bufsize=shuffle_buffer, initial=min(100, shuffle_buffer), rng=rng)
+    yield from stream
 
 
 def iter_source(
@@ -303,41 +484,47 @@ def iter_source(
     """Decoded, transformed samples (``SegSample``) of one source for this rank and worker.
 
     ``seed`` drives the shard order, the shuffle buffer, clip starts and flips; each rank and worker
-    derives its own generator from it, so runs are reproducible for a fixed number of readers.
+    derives its own generator from it, so runs are reproducible for a fixed number of readers. Skips are
+    counted in ``source.stats``; ``source.max_consecutive_failures`` bounds the reads in a row without a
+    usable sample (then :class:`SourceError`), ``source.max_pixels`` the frame size.
     """
-    from webdataset.filters import _map
-    from webdataset.utils import pytorch_worker_info
-
-    rank, _, worker, _ = pytorch_worker_info()
+    _check_on_error(on_error)
+    rank, _, worker, _ = _reader_info()
     rng = np.random.default_rng([seed, rank, worker])
     categories = source.categories
+    task = None if source.task == "unknown" else source.task
+    modality = source.declared_modality
+    guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
     raw = iter_raw_samples(
-        source.urls, train=train, seed=seed, shuffle_buffer=shuffle_buffer, on_error=on_error
+        source.urls,
+        train=train,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        on_error=on_error,
+        expected=source.shard_sizes,
+        stats=source.stats,
+        guard=guard,
+        known_bad=source.known_bad_shards,
     )
-    # An endless training stream whose samples are all skipped (on_error="skip") would otherwise spin
-    # for ever: after this many raw samples in a row without a usable one, stop with an error.
-    max_skipped = max(1000, 2 * source.num_samples)
-    since_good = 0
-
-    def counted(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        nonlocal since_good
-        for sample in samples:
-            since_good += 1
-            if since_good > max_skipped:
-                raise SampleError(
-                    ",".join(source.urls[:3]) + (",..." if len(source.urls) > 3 else ""),
-                    "",
-                    f"source {source.name!r}: the last {max_skipped} samples read were all unusable "
-                    "(see the warnings above); nothing left to train on",
-                )
-            yield sample
-
-    def decode(sample: dict[str, Any]) -> Any:
-        clip = decode_sample(sample, clip_sampler, rng, default_categories=categories)
-        out = transform(clip, rng)
+    for sample in raw:
+        try:
+            clip = decode_sample(
+                sample,
+                clip_sampler,
+                rng,
+                default_categories=categories,
+                task=task,
+                modality=modality,
+                max_pixels=source.max_pixels,
+            )
+            out = transform(clip, rng)
+        except SampleError as error:
+            if on_error == "raise":
+                raise
+            warn_skip(error)
+            source.stats.add("samples_skipped")
+            guard.miss()
+            continue
         out.source = source.name
-        return out
-
-    for out in _map(counted(raw), decode, handler=error_handler(on_error)):
-        since_good = 0
+        guard.hit()
         yield out
