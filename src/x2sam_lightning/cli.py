@@ -314,13 +314,7 @@ def run_fit(cfg: Any) -> dict[str, float]:
     tasks = getattr(module, "evaluated_tasks", lambda stage: None)
     _print_metrics("held-out metrics at the last validation (validation split):", metrics, tasks("val"))
     if cfg.get("test_after_fit"):
-        from x2sam_lightning.lightning.results import write_test_results
-
-        results = _merge(trainer.test(module, datamodule=datamodule, verbose=False))
-        paths = write_test_results(results, Path(cfg.paths.run_dir), module.test_tasks())
-        _print_metrics("test split (held out; never used to choose a setting):", results, tasks("test"))
-        print("results table: " + ", ".join(str(p) for p in paths))
-        metrics.update(results)
+        metrics.update(_test_and_report(cfg, module, datamodule, trainer))
     return metrics
 
 
@@ -333,17 +327,27 @@ def run_validate(cfg: Any) -> dict[str, float]:
     return _merge(results)
 
 
-def run_test(cfg: Any) -> dict[str, float]:
-    shapes = _checkpoint_of(cfg)
+def _test_and_report(
+    cfg: Any, module: Any, datamodule: Any, trainer: Any, ckpt_path: str | None = None
+) -> dict:
+    """``trainer.test`` on the test sources, the results table (markdown + JSON) and the headline print."""
     from x2sam_lightning.lightning.results import write_test_results
 
+    results = _merge(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False))
+    templates = getattr(module, "evaluated_templates", lambda stage: None)("test")
+    paths = write_test_results(results, Path(cfg.paths.run_dir), module.test_tasks(), templates)
+    tasks = getattr(module, "evaluated_tasks", lambda stage: None)("test")
+    _print_metrics("test split (held out; never used to choose a setting):", results, tasks)
+    print("results table: " + ", ".join(str(p) for p in paths))
+    return results
+
+
+def run_test(cfg: Any) -> dict[str, float]:
+    shapes = _checkpoint_of(cfg)
     datamodule, module, trainer = build_run(cfg)
     _warn_without_checkpoint(cfg)
     _check_fits(cfg, shapes, module)
-    results = _merge(trainer.test(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path")))
-    paths = write_test_results(results, Path(cfg.paths.run_dir), module.test_tasks())
-    print("\nresults table: " + ", ".join(str(p) for p in paths))
-    return results
+    return _test_and_report(cfg, module, datamodule, trainer, ckpt_path=cfg.get("ckpt_path"))
 
 
 def run_predict(cfg: Any) -> dict[str, float]:

@@ -57,9 +57,13 @@ def test_a_checkpoint_of_another_preset_is_refused_with_the_reasons(tmp_path, st
         load_checkpoint(tmp_path / "broken.ckpt")
 
 
+LORA = ["model.vl_backbone.lora={r: 8, lora_alpha: 16}", "model.vl_backbone.freeze_llm=true"]
+
+
 def test_stage2_checkpoint_round_trip_gives_the_same_outputs(tmp_path, stage2_dir):
+    """With LoRA (the paper's set-up) the frozen base weights stay out of the checkpoint."""
     batch = hand_made_batch()
-    trained = build_stage2(stage2_dir, seed=0).eval()
+    trained = build_stage2(stage2_dir, *LORA, seed=0).eval()
     with torch.no_grad():  # move every trainable weight away from its initialisation
         for p in trained.parameters():
             if p.requires_grad:
@@ -74,7 +78,7 @@ def test_stage2_checkpoint_round_trip_gives_the_same_outputs(tmp_path, stage2_di
     assert kept < total and saved[STAGE2_FORMAT]["base_digest"] == trained.net.vl_backbone.base_digest
     assert not any(".base_layer." in k for k in saved["state_dict"])  # frozen base weights stay out
 
-    restored = build_stage2(stage2_dir, seed=123).eval()
+    restored = build_stage2(stage2_dir, *LORA, seed=123).eval()
     restored.on_load_checkpoint(saved)
     restored.load_state_dict(saved["state_dict"], strict=False)
     with torch.no_grad():

@@ -50,7 +50,8 @@ def test_instances_targets_and_gradients(module):
     for part in (
         "net.llm_projector",
         "net.region_projector",
-        "lora_B",
+        "language_model.layers.0",
+        "visual.blocks.0",
         "net.segmentor.mask_decoder.layers.0.condition_attn",
     ):
         grads = [p.grad for n, p in named.items() if part in n and p.requires_grad]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
+from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.metrics.mask_ap import MaskAP
 from x2sam_lightning.models.postprocess import InstancePostprocess
@@ -109,6 +110,7 @@ class AgnosticSegmentor(L.LightningModule):
         self._evaluate(batch, self.val_metric)
 
     def on_validation_epoch_end(self) -> None:
+        log_skip_stats(self)
         self._log_metric(self.val_metric, "val")
 
     def test_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -117,6 +119,7 @@ class AgnosticSegmentor(L.LightningModule):
         self._evaluate(batch, self.test_metric)
 
     def on_test_epoch_end(self) -> None:
+        log_skip_stats(self)
         self._log_metric(self.test_metric, "test")
 
     def _log_metric(self, metric: MaskAP, stage: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -9,7 +10,10 @@ from x2sam_lightning.metrics.report import write_results_table
 
 
 def write_test_results(
-    results: Mapping[str, float], run_dir: Path, tasks: Mapping[str, str]
+    results: Mapping[str, float],
+    run_dir: Path,
+    tasks: Mapping[str, str],
+    templates: Mapping[str, list[str]] | None = None,
 ) -> tuple[Path, Path]:
     """Group ``test/...`` values by evaluated source and write ``results.md`` and ``results.json``.
 
@@ -18,6 +22,7 @@ def write_test_results(
             ``/``, e.g. ``point/AP``), or ``{"test/<metric>": ...}`` when one source was scored (stage 1).
         run_dir: the run folder.
         tasks: evaluated source name -> task id (the row's task; the source is its benchmark).
+        templates: source -> the instruction wordings its evaluation used (recorded in the JSON).
     """
     by_source: dict[str, dict[str, float]] = {}
     only = next(iter(tasks), "unknown")
@@ -31,6 +36,11 @@ def write_test_results(
             else (only, "/".join(parts[1:]))
         )
         by_source.setdefault(source, {})[metric] = float(value)
-    return write_results_table(
+    paths = write_results_table(
         by_source, run_dir, benchmark_names={s: s for s in by_source}, row_tasks=dict(tasks)
     )
+    if templates:
+        table = json.loads(paths[1].read_text())
+        table["templates"] = {source: list(ids) for source, ids in templates.items()}
+        paths[1].write_text(json.dumps(table, indent=2) + "\n")
+    return paths

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
+from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.evaluation import Evaluator, build_metrics
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.metrics.factory import TaskMetricCollection, to_floats
@@ -105,6 +106,7 @@ class X2SAMJoint(L.LightningModule):
         # Frozen base weights are not saved: Lightning must not insist on them when loading.
         self.strict_loading = False
         self._evaluated: dict[str, list[str]] = {"val": [], "test": []}
+        self._templates: dict[tuple[str, str], set[str]] = {}  # (stage, source) -> wordings evaluated
 
     # -- fit set-up ------------------------------------------------------------------------------------
 
@@ -167,6 +169,7 @@ class X2SAMJoint(L.LightningModule):
     def _evaluate(self, batch: SegBatch, stage: str, dataloader_idx: int) -> None:
         source = self._source_name(stage, dataloader_idx, batch)
         metrics = self._collection(stage, source, batch.tasks[0])
+        self._templates.setdefault((stage, source), set()).update(c.template for c in batch.conversations)
         generator = torch.Generator().manual_seed(self.hparams.eval_seed)
         out, replies = self.net.generate(batch, self.hparams.max_new_tokens, generator)
         self.evaluator(batch, out, replies, metrics)
@@ -177,7 +180,12 @@ class X2SAMJoint(L.LightningModule):
     def test_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "test", dataloader_idx)
 
+    def evaluated_templates(self, stage: str) -> dict[str, list[str]]:
+        """Source -> the template ids its evaluation used (one fixed wording per task: reproducible)."""
+        return {src: sorted(ids) for (st, src), ids in self._templates.items() if st == stage}
+
     def _log_metrics(self, stage: str) -> None:
+        log.info("%s templates: %s", stage, self.evaluated_templates(stage))
         for source in self._evaluated[stage]:
             collection = self.eval_metrics[f"{stage}__{source}"]
             for name, value in to_floats(collection.compute()).items():
@@ -185,9 +193,11 @@ class X2SAMJoint(L.LightningModule):
             collection.reset()
 
     def on_validation_epoch_end(self) -> None:
+        log_skip_stats(self)
         self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
+        log_skip_stats(self)
         self._log_metrics("test")
 
     def evaluated_tasks(self, stage: str) -> dict[str, str]:

@@ -1,0 +1,215 @@
+"""Stage 2 on the embedded default: the README's first command, every image task's held-out numbers beside
+their value at initialisation and a trivial baseline, and whether language is really used.
+
+1. Runs ``python -m x2sam_lightning fit +experiment=joint_image`` in a fresh output folder: stage 1 is
+   trained first (``fit +experiment=agnostic``), then stage 2, then the test split is scored (wall time
+   of the whole command, step counts of both stages).
+2. Scores the test split again with the stage-2 model at its initialisation (decoder and mask encoder
+   from the stage-1 checkpoint, everything else untrained) and with the trivial baselines of
+   ``joint_baselines.py``, through the same evaluation code.
+3. Referring: cIoU with each sample's own expression and with expressions shuffled across the samples
+   (each image paired with another sample's expression, scored against its own target).
+
+Writes ``benchmarks/results/joint_image.{json,md}``. ``--quick`` trains 60 + 60 steps (plumbing only).
+The test split is held out: no default, preset or step count was chosen on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from joint_baselines import Baseline, majority_answer  # noqa: E402
+
+from x2sam_lightning.config import compose_config  # noqa: E402
+from x2sam_lightning.lightning.checkpoints import load_checkpoint, load_stage1_into  # noqa: E402
+from x2sam_lightning.lightning.evaluation import build_metrics  # noqa: E402
+from x2sam_lightning.metrics.factory import to_floats  # noqa: E402
+from x2sam_lightning.metrics.report import headline_row  # noqa: E402
+
+
+def _fit(data_dir: str, out_dir: str, extra: list[str]) -> tuple[float, str]:
+    args = [sys.executable, "-m", "x2sam_lightning", "fit", "+experiment=joint_image"]
+    args += [f"paths.data_dir={data_dir}", f"paths.output_dir={out_dir}", "trainer.enable_progress_bar=false"]
+    start = time.perf_counter()
+    result = subprocess.run(args + extra, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"fit failed:\n{result.stderr[-4000:]}")
+    return time.perf_counter() - start, result.stdout
+
+
+def _score(module, datamodule, generate, transform=None) -> dict[str, dict[str, float]]:
+    """Every test source through ``generate(batch) -> (out, replies)`` and the module's evaluator."""
+    results = {}
+    for name, loader in zip(datamodule.test_source_names, datamodule.test_dataloader()):
+        source = datamodule.test_sources[name]
+        metrics = build_metrics(source.task, module.metric_partials[source.task], source.categories)
+        batches = list(loader)
+        if transform is not None:
+            batches = transform(name, batches)
+            if batches is None:
+                continue
+        for batch in batches:
+            out, replies = generate(batch)
+            module.evaluator(batch, out, replies, metrics)
+        results[name] = to_floats(metrics.compute())
+    return results
+
+
+def _shuffled_expressions(name: str, batches: list):
+    """Referring sources only: each sample gets another sample's conversation text (a derangement)."""
+    if not name.startswith("synthetic_img_refseg"):
+        return None
+    conversations = [c for b in batches for c in b.conversations]
+    order = list(range(len(conversations)))
+    rng = random.Random(0)
+    while any(i == j for i, j in enumerate(order)):
+        rng.shuffle(order)
+    swapped, n = [], 0
+    for batch in batches:
+        mine = []
+        for conversation in batch.conversations:
+            mine.append(replace(conversation, messages=conversations[order[n]].messages))
+            n += 1
+        swapped.append(replace(batch, conversations=mine))
+    return swapped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="60 + 60 training steps (plumbing only)")
+    parser.add_argument(
+        "--data-dir", default="data", help="where the synthetic data is (generated if absent)"
+    )
+    parser.add_argument("--out-dir", default=None, help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    extra = []
+    if args.quick:
+        stage1 = ["trainer.max_steps=60", "trainer.val_check_interval=60"]
+        extra = ["trainer.max_steps=60", "trainer.val_check_interval=60", "trainer.limit_test_batches=2"]
+        extra.append("stage1_overrides=[" + ",".join(f"'{o}'" for o in stage1) + "]")
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="joint_image_")
+    wall, stdout = _fit(args.data_dir, out_dir, extra)
+    (stage2_dir,) = Path(out_dir, "joint_image", "fit").glob("*")
+    (stage1_dir,) = Path(out_dir, "agnostic", "fit").glob("*")
+    trained = json.loads((stage2_dir / "fit_metrics.json").read_text())
+    checkpoint = load_checkpoint(stage2_dir / "checkpoints" / "last.ckpt")
+    stage1_ckpt = checkpoint["x2sam_stage2"]["model_config"]["model"]["stage1_checkpoint"]
+    cfg = compose_config(
+        "joint_image", [f"paths.data_dir={args.data_dir}", "model.stage1_checkpoint=null", *extra[2:3]]
+    )
+    steps = {"stage 1": compose_config("agnostic").trainer.max_steps, "stage 2": cfg.trainer.max_steps}
+    if args.quick:
+        steps = {"stage 1": 60, "stage 2": 60}
+    datamodule = instantiate(cfg.data)
+    torch.manual_seed(cfg.seed)
+    initial = instantiate(cfg.model).eval()
+    load_stage1_into(initial.net.segmentor, stage1_ckpt, initial.hparams.stage1_parts)
+
+    def generate_with(module):
+        return lambda batch: module.net.generate(
+            batch, module.hparams.max_new_tokens, torch.Generator().manual_seed(module.hparams.eval_seed)
+        )
+
+    with torch.no_grad():
+        at_init = _score(initial, datamodule, generate_with(initial))
+        answers = _training_chat_answers(cfg, args.data_dir)
+        baseline = _score(initial, datamodule, Baseline(initial.net, majority_answer(answers)))
+        model = instantiate(cfg.model).eval()
+        model.on_load_checkpoint(checkpoint)
+        model.load_state_dict(checkpoint["state_dict"], strict=False)
+        own = _score(
+            model,
+            datamodule,
+            generate_with(model),
+            lambda n, b: b if n.startswith("synthetic_img_refseg") else None,
+        )
+        shuffled = _score(model, datamodule, generate_with(model), _shuffled_expressions)
+
+    tasks = {name: s.task for name, s in datamodule.test_sources.items()}
+    final = {
+        name: {k.split("/", 2)[2]: v for k, v in trained.items() if k.startswith(f"test/{name}/")}
+        for name in tasks
+    }
+    rows = []
+    for name, task in tasks.items():
+        init_row = headline_row(task, at_init.get(name, {}))
+        base_row = headline_row(task, baseline.get(name, {}))
+        final_row = headline_row(task, final.get(name, {}))
+        for label in final_row:
+            rows.append((name, task, label, init_row.get(label), base_row.get(label), final_row.get(label)))
+    refseg = next(n for n in tasks if n.startswith("synthetic_img_refseg"))
+    language = {"own": own[refseg]["ciou"], "shuffled": shuffled[refseg]["ciou"]}
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "command": "python -m x2sam_lightning fit +experiment=joint_image"
+        + (" " + " ".join(extra) if extra else ""),
+        "wall_seconds": round(wall, 1),
+        "stage1_started": stage1_dir.name,
+        "stage2_started": stage2_dir.name,
+        "steps": steps,
+        "rows": [dict(zip(("source", "task", "metric", "init", "baseline", "trained"), r)) for r in rows],
+        "referring_ciou_language": language,
+    }
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "joint_image.json").write_text(json.dumps(result, indent=2) + "\n")
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = [
+        "# Stage-2 (image tasks) training on the embedded default",
+        "",
+        f"Date {result['date']}; machine: {result['machine']}. Command: `{result['command']}` on a fresh output "
+        f"folder (stage 1 trained first, then stage 2, then the test split; the synthetic data already existed). "
+        f"Script: `python benchmarks/bench_joint_image.py`.",
+        "",
+        f"Wall time of the whole command: **{wall / 60:.1f} min** for {steps['stage 1']} stage-1 and "
+        f"{steps['stage 2']} stage-2 steps (stage 1 started {stage1_dir.name}, stage 2 {stage2_dir.name}).",
+        "",
+        "Test split (held out), percent. *init*: the stage-2 model before its training (decoder and mask encoder "
+        "from stage 1); *baseline*: the trivial baseline of `benchmarks/joint_baselines.py` (defined here).",
+        "",
+        "| source | task | metric | init | baseline | trained |",
+        "|---|---|---|---|---|---|",
+        *[f"| {s} | {t} | {m} | {fmt(i)} | {fmt(b)} | **{fmt(f)}** |" for s, t, m, i, b, f in rows],
+        "",
+        f"Language is used: referring cIoU with each sample's own expression {100 * language['own']:.1f}, with "
+        f"expressions shuffled across samples {100 * language['shuffled']:.1f} "
+        f"(difference {100 * (language['own'] - language['shuffled']):.1f}).",
+    ]
+    (HERE / "results" / "joint_image.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _training_chat_answers(cfg, data_dir: str) -> list:
+    """The chat baseline's answer comes from the training split (never from test)."""
+    from x2sam_lightning.data.conversations import build_conversation
+    from x2sam_lightning.data.shards import ClipSampler, iter_source
+    from x2sam_lightning.data.sources import ShardSource
+    from x2sam_lightning.data.transforms import ResizePadNormalize
+
+    root = Path(data_dir) / "synthetic"
+    source = ShardSource("chat", root / "synthetic_img_chat-train.index.json")
+    samples = iter_source(
+        source, ResizePadNormalize(cfg.data.image_size), ClipSampler(mode="all"), train=False
+    )
+    return [build_conversation(s, "img_chat", train=False) for _, s in zip(range(500), samples)]
+
+
+if __name__ == "__main__":
+    main()
