@@ -122,6 +122,13 @@ class Evaluator:
             (i for i, inst in enumerate(out.instances) if inst.sample == b and inst.own is None), None
         )
 
+    @staticmethod
+    def _prompt_logits(out: X2SAMOutput, index: int, k: int) -> Tensor:
+        """Logits of a set instance over the prompt's ``k`` conditions (+ no-object): a generated reply
+        may hold ``<p>..</p>`` spans of its own before the ``<SEG>``; they are not classes of the task."""
+        logits = out.seg["pred_logits"][index]
+        return torch.cat([logits[:, :k], logits[:, -1:]], -1)
+
     def _union(self, batch: SegBatch, b: int, objects: list[int]) -> Tensor:
         masks = self._content(batch, b, batch.targets[b].masks)
         if not objects:
@@ -178,7 +185,8 @@ class Evaluator:
                 detections = {"scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
                 detections["masks"] = torch.zeros(0, h, w, dtype=torch.bool)
             else:
-                logits, masks = out.seg["pred_logits"][index], self._instance_masks(batch, out, index)
+                k = len(conversation.condition_labels)
+                logits, masks = self._prompt_logits(out, index, k), self._instance_masks(batch, out, index)
                 is_thing = [bool(categories[int(c)].get("isthing", True)) for c in to_category]
                 ids, segments = panoptic_inference(logits, masks, is_thing, self.class_loss)
                 pred_ids = ids[0].cpu()
@@ -278,7 +286,8 @@ class Evaluator:
                 if index is None:
                     preds.append(self._empty(batch, b)[0])
                 else:
-                    query, _ = best_query(out.seg["pred_logits"][index], k, self.class_loss)
+                    logits = self._prompt_logits(out, index, len(conversation.condition_objects))
+                    query, _ = best_query(logits, k, self.class_loss)
                     preds.append(self._instance_masks(batch, out, index)[query, 0] > 0)
                 targets.append(self._union(batch, b, objects)[0])
             if preds:
@@ -303,7 +312,7 @@ class Evaluator:
                 )
             else:
                 det = instance_detections(
-                    out.seg["pred_logits"][index],
+                    self._prompt_logits(out, index, len(conversation.condition_labels)),
                     self._instance_masks(batch, out, index),
                     self.top_k,
                     self.class_loss,

@@ -204,8 +204,9 @@ class X2SAM(nn.Module):
         instances = []
         for b, position in zip(seg_rows.tolist(), seg_cols.tolist()):
             if modes[b] == "set":
-                if spans[b]:
-                    instances.append(DecodeInstance(b, position, [(b, k) for k in range(len(spans[b]))]))
+                before = [k for k, (_, last) in enumerate(spans[b]) if last < position]
+                if before:
+                    instances.append(DecodeInstance(b, position, [(b, k) for k in before]))
             elif modes[b] == "per_condition":
                 before = [k for k, (_, last) in enumerate(spans[b]) if last < position]
                 if not before:
