@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from x2sam_lightning.lightning.checkpoint_files import CheckpointError, read_checkpoint
+
 STAGE1_FORMAT = "x2sam_stage1"
 STAGE1_PARTS = ("mask_encoder", "pixel_decoder", "mask_decoder")
 _PREFIX = "segmentor."
@@ -46,16 +48,17 @@ def stage1_metadata(module: nn.Module) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and the problem."""
+    """A Lightning checkpoint read with ``weights_only=True`` (see :mod:`checkpoint_files`).
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a Lightning checkpoint (naming the path).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, pickle with code objects, not a torch file, ...
-        raise ValueError(f"checkpoint {path} cannot be read as a weights-only torch file: {error}") from error
+        raise CheckpointError(path, "does not exist")
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ValueError(f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(path, "is not a Lightning checkpoint (no 'state_dict')")
     return dict(checkpoint)
 
 
