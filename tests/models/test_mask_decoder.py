@@ -117,3 +117,19 @@ def test_cosine_scorer_clamps_and_scales():
     # cos = +1 / -1 -> clamped to +-50; orthogonal -> 0.
     torch.testing.assert_close(logits[0, 0, :3], torch.tensor([50.0, -50.0, 0.0]))
     torch.testing.assert_close(logits[0, 1, :3], torch.tensor([0.0, 0.0, 50.0]))
+
+
+def test_spatial_prior_starts_as_a_no_op_and_can_place_a_bump():
+    decoder = _decoder(spatial_prior=True).eval()
+    features, mask_features = _inputs()
+    plain = _decoder().eval()
+    plain.load_state_dict({k: v for k, v in decoder.state_dict().items() if "spatial_prior" not in k})
+    torch.testing.assert_close(
+        decoder(features, mask_features)["pred_masks"], plain(features, mask_features)["pred_masks"]
+    )
+    # Coefficients of -(x - 0.5)^2 - (y + 0.5)^2 (a bump at the top right): its maximum is there.
+    with torch.no_grad():
+        decoder.spatial_prior.coefficients.bias.copy_(torch.tensor([-0.5, 1.0, -1.0, -1.0, -1.0, 0.0]))
+    prior = decoder.spatial_prior(torch.zeros(1, 1, 64), (16, 16))[0, 0]
+    row, col = divmod(int(prior.argmax()), 16)
+    assert row < 8 and col >= 8

@@ -4,7 +4,8 @@ A Lightning checkpoint of :class:`AgnosticSegmentor` stores the whole ``state_di
 small versioned record (``checkpoint["x2sam_stage1"]``) naming the segmentor parts and their shapes, reads
 them back without building the LightningModule, and loads them into a stage-2 segmentor with an explicit
 list of what may differ: stage 2's decoder adds the language inputs (token-to-image attention, condition
-projection, cosine class scorer) and drops stage 1's linear object / no-object head. Anything else missing,
+projection, cosine class scorer, optionally the spatial prior) and drops stage 1's linear object /
+no-object head. Anything else missing,
 unexpected or of another shape is an error naming the parameter. Every load is ``weights_only=True``.
 """
 
@@ -26,7 +27,12 @@ STAGE1_PARTS = ("mask_encoder", "pixel_decoder", "mask_decoder")
 _PREFIX = "segmentor."
 
 #: Stage-2 mask-decoder parameters a stage-1 checkpoint does not have.
-STAGE2_ONLY = (r"layers\.\d+\.condition_attn\..*", r"class_scorer\..*", r"condition_proj\..*")
+STAGE2_ONLY = (
+    r"layers\.\d+\.condition_attn\..*",
+    r"class_scorer\..*",
+    r"condition_proj\..*",
+    r"spatial_prior\..*",  # zero-initialised: a stage-1 decoder without it loads unchanged
+)
 #: Stage-1 mask-decoder parameters stage 2 does not use (the linear object / no-object head).
 STAGE1_ONLY = (r"class_embed\..*",)
 

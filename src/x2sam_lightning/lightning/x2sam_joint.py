@@ -60,6 +60,7 @@ class X2SAMJoint(L.LightningModule):
         max_new_tokens: generation length in evaluation.
         top_k: detections kept per image in evaluation.
         eval_seed: seed of the region sampler's points in evaluation (reproducible scores).
+        target_copies: queries trained on each per-condition target (1: plain Hungarian matching).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class X2SAMJoint(L.LightningModule):
         max_new_tokens: int = 64,
         top_k: int = 100,
         eval_seed: int = 0,
+        target_copies: int = 1,
     ) -> None:
         super().__init__()
         # Plain containers (not Hydra's): hparams go into checkpoints, which load with weights_only=True.
@@ -131,7 +133,8 @@ class X2SAMJoint(L.LightningModule):
         if out.lm_loss is not None:
             self.log("train/lm_loss", out.lm_loss, batch_size=size)
         if out.seg is not None:
-            losses = self.criterion(out.seg, instance_targets(out.instances, batch))
+            targets = instance_targets(out.instances, batch, self.hparams.target_copies)
+            losses = self.criterion(out.seg, targets)
             seg_loss = self.criterion.weighted(losses)
             loss = seg_loss if loss is None else loss + seg_loss
             self.log("train/seg_loss", seg_loss, batch_size=size)

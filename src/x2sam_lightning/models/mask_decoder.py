@@ -208,6 +208,30 @@ class CosineClassScorer(nn.Module):
         return torch.cat([logits, self.no_object(queries)], -1)
 
 
+class SpatialPrior(nn.Module):
+    """Per-query quadratic spatial term of the mask logits: ``a . [1, x, y, x^2, y^2, xy]`` over pixel
+    centres in ``[-1, 1]`` (a log-Gaussian is quadratic, so one query can place a bump anywhere).
+
+    Args:
+        dim: query width; the six coefficients are a zero-initialised linear function of the query.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.coefficients = nn.Linear(dim, 6)
+        nn.init.zeros_(self.coefficients.weight)
+        nn.init.zeros_(self.coefficients.bias)
+
+    def forward(self, queries: Tensor, size: tuple[int, int]) -> Tensor:
+        """``queries [N, Q, D]`` -> ``[N, Q, h, w]`` logits to add to the masks."""
+        h, w = size
+        ys = (torch.arange(h, device=queries.device, dtype=queries.dtype) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, device=queries.device, dtype=queries.dtype) + 0.5) / w * 2 - 1
+        y, x = torch.meshgrid(ys, xs, indexing="ij")
+        basis = torch.stack([torch.ones_like(x), x, y, x * x, y * y, x * y])  # [6, h, w]
+        return torch.einsum("nqk,khw->nqhw", self.coefficients(queries), basis)
+
+
 class MaskDecoder(nn.Module):
     """Masked-attention mask decoder.
 
@@ -229,6 +253,10 @@ class MaskDecoder(nn.Module):
             builds no token-to-image attention (stage 1). If it differs from ``hidden_dim`` a linear
             projection is added.
         class_head: ``"linear"`` (stage 1) or ``"cosine"`` (:class:`CosineClassScorer`; needs conditions).
+        spatial_prior: Add to every query's mask logits a quadratic function of the pixel coordinates
+            whose coefficients the query predicts (:class:`SpatialPrior`): a log-Gaussian bump or a ramp
+            where "top left" or "the largest" says, cheap to learn from language. Zero-initialised, so
+            it starts as a no-op and a stage-1 decoder loads unchanged.
     """
 
     def __init__(
@@ -247,6 +275,7 @@ class MaskDecoder(nn.Module):
         mask_threshold: float = 0.5,
         condition_dim: int | None = None,
         class_head: Literal["linear", "cosine"] = "linear",
+        spatial_prior: bool = False,
     ) -> None:
         super().__init__()
         if class_head == "cosine" and condition_dim is None:
@@ -278,6 +307,7 @@ class MaskDecoder(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1) if class_head == "linear" else None
         self.class_scorer = CosineClassScorer(hidden_dim) if class_head == "cosine" else None
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        self.spatial_prior = SpatialPrior(hidden_dim) if spatial_prior else None
 
     def _predict(
         self,
@@ -295,6 +325,8 @@ class MaskDecoder(nn.Module):
         else:
             logits = self.class_embed(normed)
         masks = torch.einsum("nqc,nchw->nqhw", self.mask_embed(normed), mask_features)
+        if self.spatial_prior is not None:
+            masks = masks + self.spatial_prior(normed, masks.shape[-2:])
         with torch.no_grad():
             small = F.interpolate(masks.detach(), size=attn_size, mode="bilinear", align_corners=False)
             blocked = (small.sigmoid() < self.mask_threshold).flatten(2)

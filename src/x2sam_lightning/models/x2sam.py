@@ -383,11 +383,13 @@ def _pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
     return out, padding
 
 
-def instance_targets(instances: list[DecodeInstance], batch: SegBatch) -> list[TrackTargets]:
+def instance_targets(instances: list[DecodeInstance], batch: SegBatch, copies: int = 1) -> list[TrackTargets]:
     """Training targets of each instance from the conversations' ``condition_objects``.
 
     ``set``: every object of every condition is a target labelled with its condition's column;
-    ``per_condition``: one target, the union of the own condition's objects (none for a no-target one).
+    ``per_condition``: one target, the union of the own condition's objects (none for a no-target one),
+    repeated ``copies`` times so that as many queries learn it (one-to-many matching; evaluation takes the
+    query most confident in the condition).
     """
     targets = []
     for inst in instances:
@@ -404,9 +406,10 @@ def instance_targets(instances: list[DecodeInstance], batch: SegBatch) -> list[T
             _, k = inst.conditions[inst.own]
             if objects[k]:
                 index = torch.as_tensor(objects[k], device=sample.masks.device)
-                masks.append(sample.masks[index].any(0))
-                labels.append(inst.own)
-                valid.append(sample.valid[index].any(0))
+                for _ in range(copies):
+                    masks.append(sample.masks[index].any(0))
+                    labels.append(inst.own)
+                    valid.append(sample.valid[index].any(0))
         t, h, w = sample.masks.shape[1:]
         device = sample.masks.device
         n = len(masks)
