@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from x2sam_lightning.metrics.functional.mask_counts import count_true as _count
+
 __all__ = [
     "boundary_radius",
     "davis_jf",
@@ -88,28 +90,6 @@ def seg2bmap(seg: Tensor) -> Tensor:
     b[..., -1, :-1] = seg[..., -1, :-1] ^ seg[..., -1, 1:]
     b[..., :-1, -1] = seg[..., :-1, -1] ^ seg[..., 1:, -1]
     return b
-
-
-def _count(mask: Tensor) -> Tensor:
-    """Number of true elements per leading index of ``(N, ...)`` bool, as int64 ``(N,)``.
-
-    torch's bool reductions are slow on CPU. Contiguous rows of a multiple of 8 bytes are read as int64
-    words holding eight 0/1 bytes: summing 255 words at a time cannot carry between bytes, so the sums'
-    bytes are the counts per lane (the remainder goes through a multiply that adds the eight bytes into
-    the top one). Other shapes use numpy's ``count_nonzero``.
-    """
-    if mask.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    flat = mask.reshape(mask.shape[0], -1)
-    rows, length = flat.shape
-    if length % 8 or not flat.is_contiguous():
-        return torch.from_numpy(np.count_nonzero(flat.numpy(), axis=1).astype(np.int64).reshape(rows))
-    words = flat.view(torch.uint8).view(torch.int64)
-    full = words.shape[1] // 255 * 255
-    lanes = words[:, :full].reshape(rows, -1, 255).sum(dim=2)
-    counts = lanes.view(torch.uint8).reshape(rows, -1).sum(dim=1, dtype=torch.int64)
-    rest = words[:, full:]
-    return counts + ((rest * 0x0101010101010101) >> 56).sum(dim=1)
 
 
 def _points(boundary: Tensor) -> Tensor:
