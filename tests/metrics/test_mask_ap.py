@@ -110,3 +110,24 @@ def test_fixtures_match_installed_pycocotools() -> None:
     make = reference_script("make_mask_ap_fixtures")
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(case))) == case["expected"], case["name"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_cases_with_ties_match_installed_pycocotools(seed: int) -> None:
+    """The vectorised matching and accumulation equal COCOeval's loops, tie-breaks included (equal scores
+    within and across images, crowds, class-agnostic, other detection limits)."""
+    make = reference_script("make_mask_ap_fixtures")
+    rng = np.random.default_rng(100 + seed)
+    images = [
+        make.random_image(rng, int(rng.integers(0, 8)), int(rng.integers(1, 20)), crowd=0.2) for _ in range(5)
+    ]
+    for img in images:
+        img["det_scores"] = (np.round(np.array(img["det_scores"]) * 3) / 3).tolist()  # many equal scores
+    case = {"images": images, "class_agnostic": seed % 2 == 1}
+    expected = make.score(case)
+    metric = MaskAP(class_agnostic=case["class_agnostic"])
+    preds, target = _inputs(images)
+    metric.update(preds, target)
+    out = metric.compute()
+    assert out["map"].dtype == torch.float64
+    _check(out, expected)
