@@ -2,8 +2,8 @@
 
 torchmetrics' ``MeanAveragePrecision(iou_type="segm")`` needs torchvision, which this project does not
 depend on. Here the masks are reduced at update time to exact integer intersections of the flattened masks
-(byte counts inside each ground truth's bounding box on CPU, :mod:`.mask_counts`; a matrix product of
-0/1 floats on an accelerator) instead of RLE-encoding every mask and calling ``maskUtils.iou`` at the end;
+(population counts of bit-packed masks on CPU, :mod:`.mask_counts`; a matrix product of 0/1 floats on
+an accelerator) instead of RLE-encoding every mask and calling ``maskUtils.iou`` at the end;
 no mask is kept. ``compute`` turns them into COCOeval's IoUs (crowd ground truth: intersection over the
 detection's area) and runs COCOeval's matching, accumulation and summary, vectorised over images,
 categories, area ranges and thresholds (:mod:`.coco_ap`), with COCOeval's rules and tie-breaks.
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from x2sam_lightning.metrics.functional.coco_ap import COCO_AREA_RANGES, coco_evaluate, coco_summarize
-from x2sam_lightning.metrics.functional.mask_counts import box_intersections, frame_areas
+from x2sam_lightning.metrics.functional.mask_counts import overlap_counts
 
 _EXACT_FLOAT32 = 2**24  # float32 sums of 0/1 products stay exact below this many pixels
 
@@ -32,8 +32,8 @@ def _mask_ap_update(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pixel intersections and areas of one image's masks.
 
-    On CPU as byte counts, each intersection inside the ground truth's bounding box (:mod:`.mask_counts`);
-    on an accelerator as one matrix product of 0/1 floats (exact: sums of 0/1 products below 2**24 pixels).
+    On CPU as population counts of bit-packed masks (:mod:`.mask_counts`); on an accelerator as one matrix
+    product of 0/1 floats (exact: sums of 0/1 products below 2**24 pixels).
 
     Args:
         pred_masks: ``[N, H, W]`` bool predicted masks.
@@ -47,9 +47,10 @@ def _mask_ap_update(
     if pred_masks.shape[1:] != gt_masks.shape[1:] and pred_masks.numel() and gt_masks.numel():
         raise ValueError(f"mask sizes differ: {tuple(pred_masks.shape)} vs {tuple(gt_masks.shape)}")
     if pred_masks.device.type == "cpu":
-        p, g = pred_masks.bool().contiguous()[:, None], gt_masks.bool().contiguous()[:, None]
-        inter = box_intersections(p, g, pairs)[:, :, 0]
-        return inter, frame_areas(p)[:, 0], frame_areas(g)[:, 0]
+        inter, pred_areas, gt_areas = overlap_counts(
+            pred_masks.bool()[:, None], gt_masks.bool()[:, None], pairs
+        )
+        return inter[:, :, 0], pred_areas[:, 0], gt_areas[:, 0]
     return _matmul_counts(pred_masks, gt_masks)
 
 

@@ -78,6 +78,15 @@ def _mean_iou_update(
             codes = (g_s * num_classes + p_s)[scored]
             counts = np.bincount(codes, weights=lengths[scored], minlength=sentinel)  # exact: sums < 2**53
             return torch.from_numpy(counts.round().astype(np.int64)).view(num_classes, num_classes)
+        if p.dtype == t.dtype == np.uint8 and int(p.max()) < num_classes:
+            # short runs (noise): one histogram of gt * C + pred; gt values >= C (ignored) land past C * C
+            codes = t.astype(np.int32)
+            codes *= num_classes
+            codes += p
+            if ignore_index is not None and 0 <= ignore_index < num_classes:
+                codes[t == ignore_index] = sentinel
+            counts = torch.bincount(torch.from_numpy(codes), minlength=sentinel)[:sentinel]
+            return counts.view(num_classes, num_classes).long()
     counts = torch.bincount(_codes(preds, target, num_classes, ignore_index), minlength=sentinel)[:sentinel]
     return counts.view(num_classes, num_classes).long()
 

@@ -12,8 +12,7 @@ tracks' masks on it (empty ones included, as that evaluator keeps every instance
 tracks present on it; COCO area ranges (32², 96²), crowd IoU = intersection over the detection's area.
 
 ``_ap_update`` reduces one video to IoUs and areas (no mask is kept): per-frame intersections of every
-predicted track with every ground-truth track of its category, counted inside the ground truth's bounding
-box. ``_ap_compute`` runs COCOeval's matching, accumulation and summary on all videos at once
+predicted track with every ground-truth track of its category (:mod:`.mask_counts`). ``_ap_compute`` runs COCOeval's matching, accumulation and summary on all videos at once
 (:mod:`.coco_ap`).
 """
 
@@ -31,7 +30,7 @@ from x2sam_lightning.metrics.functional.coco_ap import (
     coco_evaluate,
     coco_summarize,
 )
-from x2sam_lightning.metrics.functional.mask_counts import box_intersections, frame_areas
+from x2sam_lightning.metrics.functional.mask_counts import overlap_counts
 
 __all__ = [
     "AP_KEYS",
@@ -78,9 +77,8 @@ def track_iou(pred: Tensor, target: Tensor) -> Tensor:
     Returns:
         ``(D, G)`` float64; 0 where the union is empty.
     """
-    pred, target = pred.bool().contiguous(), target.bool().contiguous()
-    inter = box_intersections(pred, target).sum(2).double()
-    area_p, area_g = frame_areas(pred).sum(1).double(), frame_areas(target).sum(1).double()
+    inter, area_p, area_g = overlap_counts(pred.cpu().bool(), target.cpu().bool())
+    inter, area_p, area_g = inter.sum(2).double(), area_p.sum(1).double(), area_g.sum(1).double()
     union = area_p[:, None] + area_g[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1), 0.0)
 
@@ -126,8 +124,7 @@ def _ap_update(
     crowd = torch.zeros(len(g_labels), dtype=torch.bool) if gt_iscrowd is None else gt_iscrowd.cpu().bool()
     d, g = len(labels), len(g_labels)
     same = labels[:, None] == g_labels[None, :]
-    p_frames, g_frames = frame_areas(pred_masks), frame_areas(gt_masks)
-    inter = box_intersections(pred_masks, gt_masks, same)  # (D, G, T)
+    inter, p_frames, g_frames = overlap_counts(pred_masks, gt_masks, same)  # (D, G, T), (D, T), (G, T)
     if protocol == "track":
         i_sum = inter.sum(2).double()
         union = p_frames.sum(1).double()[:, None] + g_frames.sum(1).double()[None, :] - i_sum
