@@ -502,7 +502,7 @@ def bench_mask_ap(args, rng, rounds: int) -> dict:
         "official_encoding": results,
         # profile of ours: reading the predicted masks once (bit-packed), and compute() on collected states
         "profile_read_predictions": lambda: [_pack(pred_tensors[i]["masks"][:, None]) for i in order],
-        "profile_compute": filled.compute,
+        "profile_compute": lambda: (setattr(filled, "_computed", None), filled.compute())[1],  # uncached
     }
     seconds, values = run(fns, rounds, {"official_encoding": lambda: encode_masks(images[0]["dets"][:2])})
     tmp.cleanup()

@@ -9,8 +9,6 @@ intersections counted inside the ground truth's bounding box.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -118,29 +116,34 @@ def overlap_counts(
         pred, target = pred.contiguous(), target.contiguous()
         return box_intersections(pred, target, pairs), frame_areas(pred), frame_areas(target)
     d, g, t_len = pred.shape[0], target.shape[0], target.shape[1]
-    pp, gp = _pack(pred), _pack(target)  # (N, T, words)
-    pred_areas = torch.from_numpy(np.bitwise_count(pp).sum(axis=2, dtype=np.int64))
-    target_areas = torch.from_numpy(np.bitwise_count(gp).sum(axis=2, dtype=np.int64))
+    pp, gp = _pack(pred), _pack(target)  # (N, T, H, words per row)
+    pred_areas = torch.from_numpy(np.bitwise_count(pp).sum(axis=(2, 3), dtype=np.int64))
+    target_areas = torch.from_numpy(np.bitwise_count(gp).sum(axis=(2, 3), dtype=np.int64))
     inter = np.zeros((d, g, t_len), dtype=np.int64)
     for j in range(g):
         rows = np.arange(d) if pairs is None else np.flatnonzero(pairs[:, j].numpy())
-        words = np.flatnonzero(np.bitwise_or.reduce(gp[j], axis=0))  # the rows the ground truth occupies
-        if rows.size == 0 or words.size == 0:
+        # the intersection lies in the ground truth's box over all frames (rows, and words of the rows)
+        ys = np.flatnonzero(np.bitwise_or.reduce(gp[j], axis=(0, 2)))
+        if rows.size == 0 or ys.size == 0:
             continue
-        lo, hi = words[0], words[-1] + 1
-        band = pp[:, :, lo:hi] if rows.size == d else pp[rows, :, lo:hi]
-        inter[rows, j] = np.bitwise_count(band & gp[j, None, :, lo:hi]).sum(axis=2, dtype=np.int64)
+        xs = np.flatnonzero(np.bitwise_or.reduce(gp[j], axis=(0, 1)))
+        y, x = slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
+        crop = pp[:, :, y, x] if rows.size == d else pp[:, :, y, x][rows]
+        both = np.bitwise_and(crop, gp[j, :, y, x][None])
+        inter[rows, j] = np.bitwise_count(both).sum(axis=(2, 3), dtype=np.int64)
     return torch.from_numpy(inter), pred_areas, target_areas
 
 
 def _pack(masks: Tensor) -> np.ndarray:
-    """``(N, T, H, W)`` bool -> ``(N, T, ceil(H * W / 64))`` uint64, frames flattened, zero padded."""
-    n, t_len = masks.shape[:2]
-    flat = masks.reshape(n * t_len, math.prod(masks.shape[2:])).numpy()
-    words = -(-flat.shape[1] // 64)
-    if flat.shape[1] % 64 == 0:
-        packed = np.packbits(flat, axis=1)
+    """``(N, T, H, W)`` bool -> ``(N, T, H, ceil(W / 64))`` uint64, each row zero padded to whole words."""
+    n, t_len, h, w = masks.shape
+    words = -(-w // 64)
+    if masks.numel() == 0:
+        return np.zeros((n, t_len, h, words), dtype=np.uint64)
+    flat = masks.reshape(n * t_len * h, w).numpy()
+    if w % 64 == 0:
+        packed = np.ascontiguousarray(np.packbits(flat, axis=1))
     else:
-        packed = np.zeros((n * t_len, words * 8), dtype=np.uint8)
-        packed[:, : -(-flat.shape[1] // 8)] = np.packbits(flat, axis=1)
-    return packed.view(np.uint64).reshape(n, t_len, words)
+        packed = np.zeros((n * t_len * h, words * 8), dtype=np.uint8)
+        packed[:, : -(-w // 8)] = np.packbits(flat, axis=1)
+    return packed.view(np.uint64).reshape(n, t_len, h, words)

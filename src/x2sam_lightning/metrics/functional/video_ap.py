@@ -12,8 +12,8 @@ tracks' masks on it (empty ones included, as that evaluator keeps every instance
 tracks present on it; COCO area ranges (32², 96²), crowd IoU = intersection over the detection's area.
 
 ``_ap_update`` reduces one video to IoUs and areas (no mask is kept): per-frame intersections of every
-predicted track with every ground-truth track of its category (:mod:`.mask_counts`). ``_ap_compute`` runs COCOeval's matching, accumulation and summary on all videos at once
-(:mod:`.coco_ap`).
+predicted track with every ground-truth track of its category (:mod:`.mask_counts`). ``_ap_compute`` runs
+COCOeval's matching, accumulation and summary on all videos at once (:mod:`.coco_ap`).
 """
 
 from __future__ import annotations
