@@ -646,6 +646,7 @@ def main() -> None:
             rows.append(row)
     load_end = timing.load_average()
     command = "python benchmarks/bench_metrics_panoptic.py" + (" --quick" if args.quick else "")
+    command += f" --rounds {args.rounds}" if args.rounds else ""
     header = {"date": DATE, "machine": timing.machine(), "command": command, "rounds": rounds}
     header["load_average"] = [load_start, load_end]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -381,6 +381,7 @@ def main() -> None:
     rows = bench_referring(paths["lisa"], paths["rela"]) + [bench_gcg(paths["glamm"])]
     load_end = timing.load_average()
     command = "python benchmarks/bench_metrics_text.py" + (" --quick" if args.quick else "")
+    command += f" --rounds {args.rounds}" if args.rounds else ""
     result = {
         "date": DATE,
         "machine": timing.machine(),

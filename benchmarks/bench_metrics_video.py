@@ -394,6 +394,7 @@ def main() -> None:
     print("YT-VIS AP:", json.dumps({k: v for k, v in ap.items() if not k.endswith("rounds_s")}), flush=True)
     load_end = timing.load_average()
     command = "python benchmarks/bench_metrics_video.py" + (" --quick" if args.quick else "")
+    command += f" --rounds {args.rounds}" if args.rounds else ""
     report = {
         "date": DATE,
         "machine": timing.machine(),
