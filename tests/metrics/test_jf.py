@@ -192,3 +192,30 @@ def test_fixtures_are_what_the_official_scorers_give(tmp_path, monkeypatch):
         tmp_path,
         monkeypatch,
     )
+
+
+@pytest.mark.parametrize("radius", [1, 8, 31, 40])
+def test_packed_boundary_and_dilation_equal_dense_ones(radius: int) -> None:
+    """The packed-row boundary map equals ``seg2bmap``; the packed disk dilation equals a dense one
+    (scipy, ``disk(radius)`` footprint) also where the disk crosses word and row margins."""
+    from scipy.ndimage import binary_dilation
+
+    from x2sam_lightning.metrics.functional import region_boundary as rb
+
+    rng = np.random.default_rng(radius)
+    masks = rng.random((3, 23, 150)) < 0.01
+    masks[1, 5:15, 30:140] = True
+    margin = -(-(2 * radius + 1) // 64)
+    packed = rb._pack_rows(masks, margin)
+
+    def unpack(words: np.ndarray) -> np.ndarray:
+        bits = np.unpackbits(words.view(np.uint8), axis=-1, bitorder="little")
+        return bits[..., 64 * margin : 64 * margin + masks.shape[-1]].astype(bool)
+
+    assert (unpack(packed) == masks).all()
+    bmap = rb._packed_boundary(packed, 64 * margin, masks.shape[-1])
+    assert (unpack(bmap) == seg2bmap(torch.from_numpy(masks)).numpy()).all()
+    half = _disk_half_widths(radius).numpy()
+    disk = np.abs(np.arange(-radius, radius + 1))[None, :] <= half[:, None]
+    dense = np.stack([binary_dilation(m, structure=disk) for m in masks])
+    assert (unpack(rb._dilate(packed, half)) == dense).all()

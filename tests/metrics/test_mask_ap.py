@@ -74,16 +74,19 @@ def test_other_detection_limits() -> None:
     assert float(out["mar_5"]) <= float(out["mar_10"]) <= float(out["mar_300"])
 
 
-def test_matmul_path_equals_bit_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The accelerator path (0/1 float matmul) gives the same integers as the CPU bit-count path."""
-    from x2sam_lightning.metrics.functional.mask_ap import _mask_ap_update
+def test_matmul_path_equals_byte_count_path() -> None:
+    """The accelerator path (0/1 float matmul) gives the same integers as the CPU byte-count path, and
+    restricting the CPU path to some pairs leaves the others 0."""
+    from x2sam_lightning.metrics.functional.mask_ap import _mask_ap_update, _matmul_counts
 
     gen = torch.Generator().manual_seed(0)
     preds, target = torch.rand(7, 33, 41, generator=gen) > 0.6, torch.rand(3, 33, 41, generator=gen) > 0.4
-    bits = _mask_ap_update(preds, target)
-    monkeypatch.delattr(np, "bitwise_count")
-    for a, b in zip(bits, _mask_ap_update(preds, target)):
+    counts = _mask_ap_update(preds, target)
+    for a, b in zip(counts, _matmul_counts(preds, target)):
         assert torch.equal(a, b)
+    pairs = torch.rand(7, 3, generator=gen) > 0.5
+    some = _mask_ap_update(preds, target, pairs)[0]
+    assert torch.equal(some, torch.where(pairs, counts[0], 0))
 
 
 def _two_process(rank: int, world_size: int) -> dict:
@@ -107,3 +110,24 @@ def test_fixtures_match_installed_pycocotools() -> None:
     make = reference_script("make_mask_ap_fixtures")
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(case))) == case["expected"], case["name"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_cases_with_ties_match_installed_pycocotools(seed: int) -> None:
+    """The vectorised matching and accumulation equal COCOeval's loops, tie-breaks included (equal scores
+    within and across images, crowds, class-agnostic, other detection limits)."""
+    make = reference_script("make_mask_ap_fixtures")
+    rng = np.random.default_rng(100 + seed)
+    images = [
+        make.random_image(rng, int(rng.integers(0, 8)), int(rng.integers(1, 20)), crowd=0.2) for _ in range(5)
+    ]
+    for img in images:
+        img["det_scores"] = (np.round(np.array(img["det_scores"]) * 3) / 3).tolist()  # many equal scores
+    case = {"images": images, "class_agnostic": seed % 2 == 1}
+    expected = make.score(case)
+    metric = MaskAP(class_agnostic=case["class_agnostic"])
+    preds, target = _inputs(images)
+    metric.update(preds, target)
+    out = metric.compute()
+    assert out["map"].dtype == torch.float64
+    _check(out, expected)

@@ -68,3 +68,33 @@ def test_fixtures_match_the_official_scorer() -> None:
     vspw, d2 = make.load_vspw_evaluator(Path(roots[0])), make.load_detectron2_evaluator(Path(roots[1]))
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(vspw, d2, case))) == case["expected"], case["name"]
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(torch.uint8, torch.uint8), (torch.int64, torch.int64), (torch.uint8, torch.long)]
+)
+def test_runs_path_equals_per_pixel_histogram(dtypes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting runs of equal (gt, pred) pairs gives the per-pixel confusion matrix exactly, also across
+    frames, chunks and dtypes; short runs (noise) take the per-pixel histogram."""
+    from x2sam_lightning.metrics.functional import mean_iou as functional
+
+    gen = torch.Generator().manual_seed(0)
+    blocks = torch.randint(0, C + 1, (3, 4, 5), generator=gen)
+    target = blocks.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, :50, :70].to(dtypes[0])
+    target[:, 10:12] = IGNORE
+    noise = torch.rand(target.shape, generator=gen) < 0.005
+    preds = torch.where(noise, 1, target.clamp(max=C - 1)).to(dtypes[1])
+    dense = torch.bincount(
+        functional._codes(preds.reshape(-1), target.reshape(-1), C, IGNORE), minlength=C * C
+    )
+    expected = dense[: C * C].view(C, C)
+    monkeypatch.setattr(functional, "_CHUNK", 1000)  # several chunks, and a fresh scratch size
+    monkeypatch.setattr(functional, "_SCRATCH", __import__("threading").local())
+    assert functional._runs(preds.reshape(-1).numpy(), target.reshape(-1).numpy()) is not None
+    assert torch.equal(functional._mean_iou_update(preds, target, C, IGNORE), expected)
+    noise = torch.randint(0, C, target.shape, generator=gen).to(dtypes[1])
+    assert functional._runs(noise.reshape(-1).numpy(), target.reshape(-1).numpy()) is None
+    for ignore in (IGNORE, 0, None):  # the per-pixel fallback, with the ignored label inside [0, C) too
+        codes = functional._codes(noise.reshape(-1), target.reshape(-1), C, ignore)
+        want = torch.bincount(codes, minlength=C * C)[: C * C].view(C, C)
+        assert torch.equal(functional._mean_iou_update(noise, target, C, ignore), want)

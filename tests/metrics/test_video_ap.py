@@ -88,6 +88,19 @@ def test_vvgd_point_and_box(prompt):
     _assert_stats(metric.compute(), stats["all"])
 
 
+@pytest.mark.parametrize("prompt", ["point", "box"])
+def test_vvgd_frame_protocol_matches_per_frame_cocoeval(prompt):
+    """protocol="frame": every frame an image of pycocotools COCOeval (X2SAM's V-VGD evaluator)."""
+    _, inputs = _vvgd_inputs(prompt)
+    expected = json.loads((FIXTURES / "video_ap_vvgd.json").read_text())["stats_frame"][prompt]["all"]
+    metric = VideoVGDAveragePrecision(protocol="frame")
+    for kwargs in inputs:
+        metric.update(**kwargs)
+    _assert_stats(metric.compute(), expected)
+    with pytest.raises(ValueError, match="protocol"):
+        VideoVGDAveragePrecision(protocol="frames")
+
+
 def test_track_iou_sums_over_frames():
     a = torch.zeros(1, 3, 4, 4, dtype=torch.bool)
     b = torch.zeros(1, 3, 4, 4, dtype=torch.bool)

@@ -64,3 +64,18 @@ def test_fixtures_match_the_official_scorer() -> None:
     get_common = make.load_get_common(Path(roots[0]))
     for case in DATA["cases"]:
         assert json.loads(json.dumps(make.score(get_common, case))) == case["expected"], case["name"]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_packed_and_run_length_paths_agree(dtype: torch.dtype) -> None:
+    """The CPU path (bit-packed change maps) equals the accelerator path (per-pixel run lengths)."""
+    from x2sam_lightning.metrics.functional.video_consistency import _packed_windows, _run_length_windows
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (21, 9, 70), generator=gen).to(dtype)
+    target[:, :4] = 1  # a band that stays consistent
+    preds = torch.where(torch.rand(target.shape, generator=gen) < 0.05, 2, target).to(dtype)
+    ks = [1, 2, 8, 16, 21]
+    packed = _packed_windows(preds.numpy(), target.numpy(), ks)
+    runs = _run_length_windows(preds, target, ks)
+    assert torch.allclose(packed[0], runs[0], atol=1e-12) and torch.equal(packed[1], runs[1])

@@ -60,11 +60,15 @@ class MaskAP(Metric):
         if len(preds) != len(target):
             raise ValueError("preds and target must hold one dict per image")
         for pred, gt in zip(preds, target):
-            inter, det_areas, gt_mask_areas = _mask_ap_update(pred["masks"], gt["masks"])
-            n, m = inter.shape
+            n, m = len(pred["masks"]), len(gt["masks"])
             zeros_n, zeros_m = torch.zeros(n, dtype=torch.long), torch.zeros(m, dtype=torch.long)
             det_labels = zeros_n if self.class_agnostic and "labels" not in pred else pred["labels"]
             gt_labels = zeros_m if self.class_agnostic and "labels" not in gt else gt["labels"]
+            # only pairs of one category are ever matched: the others need no intersection
+            pairs = None
+            if not self.class_agnostic:
+                pairs = det_labels.reshape(-1, 1).cpu() == gt_labels.reshape(1, -1).cpu()
+            inter, det_areas, gt_mask_areas = _mask_ap_update(pred["masks"], gt["masks"], pairs)
             values = {
                 "det_counts": torch.tensor([n]),
                 "det_scores": pred["scores"],
@@ -93,4 +97,4 @@ class MaskAP(Metric):
             max_detection_thresholds=self.max_detection_thresholds,
             class_agnostic=self.class_agnostic,
         )
-        return {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
+        return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}

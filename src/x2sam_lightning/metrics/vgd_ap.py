@@ -5,9 +5,11 @@ VGD is scored as instance segmentation where the category of a prediction is the
 its visual prompt was drawn from. Every annotated object carries a prompt at evaluation time, so the
 ground truth is all annotated instances (tracks) with their categories, and a prediction for a prompt may
 match any instance of the prompted category. Images use COCO segm AP (X-SAM runs ``COCOeval``; here
-:class:`MaskAP`, which runs it); videos use the YouTube-VIS track AP (whole-track IoU), since a V-VGD
-target is the full track of the prompted object. Point- and box-prompted results are reported separately:
-keep one metric per prompt type (e.g. a ``MetricCollection`` with prefixes ``point/`` and ``box/``).
+:class:`MaskAP`, which equals it). Videos use, by default, the YouTube-VIS track AP (whole-track IoU), since a
+V-VGD target is the full track of the prompted object (a protocol defined here: no released scorer scores
+V-VGD tracks); ``protocol="frame"`` gives the per-frame COCO AP that X2SAM's own evaluator reports. Point-
+and box-prompted results are reported separately: keep one metric per prompt type (e.g. a
+``MetricCollection`` with prefixes ``point/`` and ``box/``).
 """
 
 from __future__ import annotations
@@ -30,12 +32,24 @@ _MASK_AP_KEYS = dict(
 
 
 class VideoVGDAveragePrecision(YouTubeVISAveragePrecision):
-    """V-VGD AP / AP50: YouTube-VIS track AP on one predicted track per prompt.
+    """V-VGD AP / AP50 on one predicted track per prompt, whole-track or per-frame.
 
     ``update(pred_masks (P, T, H, W), pred_scores (P,), pred_labels (P,), gt_masks (G, T, H, W),
     gt_labels (G,))`` per video, with ``P`` prompts, ``pred_labels`` the prompted objects' categories and
     ``G`` all annotated tracks. Read ``AP`` and ``AP50`` from ``compute()``.
+
+    Args:
+        protocol: ``"track"`` (default; defined here): YouTube-VIS track AP, a prediction matches a track
+            by the IoU summed over all frames. ``"frame"``: what X2SAM's own evaluator reports
+            (``vid_vgdseg_evaluator.py``), COCO segm AP with every frame an image, so numbers can be set
+            beside the paper's table; a track that is right on most frames scores on those frames.
     """
+
+    def __init__(self, protocol: str = "track", **kwargs) -> None:
+        if protocol not in ("track", "frame"):
+            raise ValueError(f"protocol must be 'track' or 'frame', got {protocol!r}")
+        super().__init__(**kwargs)
+        self.protocol = protocol
 
 
 class ImageVGDAveragePrecision(MaskAP):

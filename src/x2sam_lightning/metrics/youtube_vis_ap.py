@@ -7,12 +7,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from x2sam_lightning.metrics.functional.video_ap import (
-    DET_ROW_WIDTH,
-    YTVIS_AREA_RANGES,
-    _ap_compute,
-    _ap_update,
-)
+from x2sam_lightning.metrics.functional.video_ap import STATE_NAMES, _ap_compute, _ap_update
+
+_DTYPES = {"det_scores": torch.float64, "det_areas": torch.float64, "gt_areas": torch.float64}
+_DTYPES["ious"] = torch.float64
 
 
 class YouTubeVISAveragePrecision(Metric):
@@ -21,9 +19,8 @@ class YouTubeVISAveragePrecision(Metric):
     A predicted track matches a ground-truth track of its category by the IoU summed over all frames
     (sum of intersections / sum of unions), not frame by frame; track areas (for the small / medium /
     large split at 128² and 256²) are the mean area over the frames where the track is non-empty; at
-    most 100 tracks per video and category count. Matching happens per video in ``update``; the states
-    hold one row per (detection, area range) and the per-category ground-truth counts, gathered across
-    processes for the final ``accumulate``.
+    most 100 tracks per video and category count. ``update`` reduces a video to its track IoUs and areas
+    (list states, gathered across processes); ``compute`` runs the matching and accumulation on all videos.
 
     Example:
         >>> metric = YouTubeVISAveragePrecision()
@@ -37,12 +34,13 @@ class YouTubeVISAveragePrecision(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-    area_ranges: tuple[tuple[float, float], ...] = YTVIS_AREA_RANGES
+    #: ``"track"``: one image per video, whole-track IoU (YouTube-VIS); ``"frame"``: one per frame (COCO).
+    protocol = "track"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("det_rows", default=[], dist_reduce_fx="cat")
-        self.add_state("gt_rows", default=[], dist_reduce_fx="cat")
+        for name in STATE_NAMES:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
         self._num_updates = 0
 
     def update(
@@ -70,7 +68,7 @@ class YouTubeVISAveragePrecision(Metric):
         """
         key = self._num_updates if video_id is None else int(video_id)
         self._num_updates += 1
-        det, gts = _ap_update(
+        values = _ap_update(
             pred_masks,
             pred_scores,
             pred_labels,
@@ -78,19 +76,20 @@ class YouTubeVISAveragePrecision(Metric):
             gt_labels,
             gt_iscrowd,
             video_key=key,
-            area_ranges=self.area_ranges,
+            protocol=self.protocol,
         )
-        self.det_rows.append(det.to(self.device))
-        self.gt_rows.append(gts.to(self.device))
+        for name, value in zip(STATE_NAMES, values):
+            getattr(self, name).append(value.to(self.device))
 
     def compute(self) -> dict[str, Tensor]:
         """``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``, ``AR100``, ``ARs``,
         ``ARm``, ``ARl`` in 0-1 (-1 where there is nothing to evaluate, as the official summary)."""
-        return _ap_compute(_rows(self.det_rows, DET_ROW_WIDTH), _rows(self.gt_rows, 3), len(self.area_ranges))
+        states = {name: _cat(getattr(self, name), _DTYPES.get(name, torch.long)) for name in STATE_NAMES}
+        return _ap_compute(states, self.protocol)
 
 
-def _rows(state: list[Tensor] | Tensor, width: int) -> Tensor:
+def _cat(state: list[Tensor] | Tensor, dtype: torch.dtype) -> Tensor:
     # a list before synchronisation, one concatenated tensor after it
     if isinstance(state, Tensor):
-        return state.reshape(-1, width)
-    return dim_zero_cat(state) if state else torch.zeros(0, width, dtype=torch.float64)
+        return state.reshape(-1)
+    return dim_zero_cat(state) if state else torch.zeros(0, dtype=dtype)

@@ -16,7 +16,11 @@ V-VGD (X2SAM's video visual-grounded benchmark) has no released scorer; followin
 evaluator (``xsam/evaluation/evaluators/img_vgdseg_evaluator.py``: COCO segm AP where each prediction
 carries the category of the object its visual prompt was drawn from) it is scored with the same
 YouTube-VIS video AP: one predicted track per prompt, labelled with the prompted object's category,
-against all annotated tracks; point- and box-prompted predictions are scored separately.
+against all annotated tracks; point- and box-prompted predictions are scored separately. The V-VGD cases are
+also scored the way X2SAM's own evaluator reports V-VGD (``x2sam/evaluation/evaluators/
+vid_vgdseg_evaluator.py`` in github.com/wanghao9610/X2SAM): every frame an image of pycocotools' ``COCOeval``
+(``segm``; the pip package), the frame masks of all predicted tracks as its detections (empty ones included:
+that evaluator keeps every instance), the tracks present on the frame as its ground truth.
 
 Regenerate (from the repository root)::
 
@@ -266,6 +270,44 @@ def run_ytvoseval(ytvos_cls, eval_cls, vids, key="pred", score_key="scores", lab
     return out
 
 
+def run_frame_cocoeval(vids, key: str, score_key: str, label_key: str) -> dict:
+    """COCO segm AP with every frame of every video an image (X2SAM's V-VGD evaluator)."""
+    from pycocotools.coco import COCO  # noqa: PLC0415
+    from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+
+    images, anns, results = [], [], []
+    for vid_id, vid in enumerate(vids, start=1):
+        t_len, h, w = vid["gt"].shape[1:]
+        for t in range(t_len):
+            image_id = vid_id * 1000 + t
+            images.append({"id": image_id, "height": int(h), "width": int(w)})
+            for track, label, crowd in zip(vid["gt"], vid["gt_labels"], vid["iscrowd"]):
+                if track[t].any():
+                    seg = rle(track[t])
+                    anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(label),
+                                 "segmentation": seg, "area": float(track[t].sum()), "iscrowd": int(crowd),
+                                 "bbox": [0.0, 0.0, 1.0, 1.0]})  # fmt: skip
+            for track, score, label in zip(vid[key], vid[score_key], vid[label_key]):
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(label),
+                        "segmentation": rle(track[t]),
+                        "score": score,
+                    }
+                )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in (1, 2, 3)]}
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(results), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"all": [float(s) for s in ev.stats], "printed": printed.getvalue()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ytvos", type=Path, default=os.environ.get("YTVOS_COCOAPI_ROOT"))
@@ -299,13 +341,15 @@ def main() -> None:
     vids = vvgd_cases(rng)
     payload = {
         "scorer": "ytvoseval (V-VGD: one track per prompt, prompted category)",
+        "scorer_frame": "pycocotools COCOeval segm, every frame an image (X2SAM vid_vgdseg_evaluator.py)",
         "videos": [],
         "stats": {},
+        "stats_frame": {},
     }
     for prompt in ("point", "box"):
-        payload["stats"][prompt] = run_ytvoseval(
-            ytvos_cls, eval_cls, vids, f"pred_{prompt}", f"scores_{prompt}", f"labels_{prompt}"
-        )
+        keys = (f"pred_{prompt}", f"scores_{prompt}", f"labels_{prompt}")
+        payload["stats"][prompt] = run_ytvoseval(ytvos_cls, eval_cls, vids, *keys)
+        payload["stats_frame"][prompt] = run_frame_cocoeval(vids, *keys)
     for v in vids:
         entry = {"gt": pack(v["gt"]), "gt_labels": v["gt_labels"]}
         for prompt in ("point", "box"):

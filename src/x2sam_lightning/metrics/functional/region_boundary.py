@@ -5,11 +5,11 @@ Reference: ``davisvideochallenge/davis2017-evaluation``, ``davis2017/metrics.py`
 (MeViS ``tools/eval_mevis.py``, ReVOS, Ref-DAVIS) call the same two functions on every frame.
 
 The official F dilates both boundary maps with a disk of radius ``ceil(0.008 * diagonal)`` (OpenCV) and
-counts the boundary pixels of one map that fall inside the dilation of the other. Here the count is done
-sparsely and exactly: a boundary pixel is matched iff some boundary pixel of the other map lies on one of
-the disk's rows, which per-row prefix sums answer with two gathers per disk row. Everything runs on the
-bounding box of both masks (plus one pixel, which is where ``_seg2bmap`` can still put boundary), batched
-over frames.
+counts the boundary pixels of one map that fall inside the dilation of the other, one frame at a time. Here
+the same is done exactly on bit-packed rows (64 pixels per word): the boundary map, the dilation (the disk
+is a stack of rows, so it is an OR of row-shifted horizontal dilations, each a few word shifts) and the
+counts (population counts) all work on words, for a chunk of frames at once, on the bounding box of both
+masks over the chunk (plus one pixel, which is where ``_seg2bmap`` can still put boundary).
 """
 
 from __future__ import annotations
@@ -90,83 +90,96 @@ def seg2bmap(seg: Tensor) -> Tensor:
     return b
 
 
-def _count(mask: Tensor) -> Tensor:
-    """Number of true elements per leading index of ``(N, ...)`` bool, as int64 ``(N,)``.
+def _pack_rows(masks: np.ndarray, margin: int) -> np.ndarray:
+    """``(T, h, w)`` bool -> ``(T, h, margin + ceil(w / 64) + margin)`` words: pixel ``x`` of a row at bit
+    ``x % 64`` of word ``margin + x // 64`` (little-endian), ``margin`` zero words on each side."""
+    t_len, h, w = masks.shape
+    words = 2 * margin + -(-w // 64)
+    out = np.zeros((t_len, h, words * 8), dtype=np.uint8)
+    out[:, :, margin * 8 : margin * 8 + -(-w // 8)] = np.packbits(masks, axis=-1, bitorder="little")
+    return out.view("<u8")
 
-    torch's bool reductions are slow on CPU. Contiguous rows of a multiple of 8 bytes are read as int64
-    words holding eight 0/1 bytes: summing 255 words at a time cannot carry between bytes, so the sums'
-    bytes are the counts per lane (the remainder goes through a multiply that adds the eight bytes into
-    the top one). Other shapes use numpy's ``count_nonzero``.
+
+def _shift(words: np.ndarray, k: int) -> np.ndarray:
+    """Rows moved along x by ``k`` pixels: ``out[x] = in[x + k]``.
+
+    The contiguous array is shifted as one bit string (one pass instead of one per row): bits that leave a
+    row enter its neighbour's margin words, which hold no pixels as long as every row's content stays
+    within ``64 * margin`` pixels of its own pixels (the callers' shifts add up to less).
     """
-    if mask.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    flat = mask.reshape(mask.shape[0], -1)
-    rows, length = flat.shape
-    if length % 8 or not flat.is_contiguous():
-        return torch.from_numpy(np.count_nonzero(flat.numpy(), axis=1).astype(np.int64).reshape(rows))
-    words = flat.view(torch.uint8).view(torch.int64)
-    full = words.shape[1] // 255 * 255
-    lanes = words[:, :full].reshape(rows, -1, 255).sum(dim=2)
-    counts = lanes.view(torch.uint8).reshape(rows, -1).sum(dim=1, dtype=torch.int64)
-    rest = words[:, full:]
-    return counts + ((rest * 0x0101010101010101) >> 56).sum(dim=1)
+    if k == 0:
+        return words
+    flat = words.reshape(-1)
+    n = flat.size
+    q, b = divmod(abs(k), 64)
+    out = np.zeros_like(flat)
+    if q >= n:
+        return out.reshape(words.shape)
+    if k > 0:  # towards lower x: the next word's low bits come in at the top
+        np.right_shift(flat[q:], b, out=out[: n - q])
+        if b:
+            out[: n - q - 1] |= flat[q + 1 :] << (64 - b)
+    else:
+        np.left_shift(flat[: n - q], b, out=out[q:])
+        if b:
+            out[q + 1 :] |= flat[: n - q - 1] >> (64 - b)
+    return out.reshape(words.shape)
 
 
-def _points(boundary: Tensor) -> Tensor:
-    """``(M, 3)`` int64 (frame, row, col) of the true pixels of ``(T, h, w)`` bool (numpy's flatnonzero is
-    several times faster than ``torch.nonzero``)."""
-    _, h, w = boundary.shape
-    flat = torch.from_numpy(np.flatnonzero(boundary.numpy()))
-    return torch.stack([flat // (h * w), flat // w % h, flat % w], dim=1)
+def _packed_boundary(seg: np.ndarray, first: int, width: int) -> np.ndarray:
+    """``_seg2bmap`` of packed ``(T, h, words)`` masks whose rows hold pixels ``first .. first + width - 1``
+    (zeros elsewhere)."""
+    right = _shift(seg, 1)  # right[x] = seg[x + 1]
+    inner = _column_mask(first, first + width - 1, seg.shape[-1])  # pixels that have a right neighbour
+    bmap = (seg ^ right) & inner  # last row: right neighbour only
+    # other rows: also the lower and lower-right neighbours (the last column only the lower one)
+    bmap[:, :-1] |= (seg[:, :-1] ^ seg[:, 1:]) | ((seg[:, :-1] ^ right[:, 1:]) & inner)
+    return bmap
 
 
-def _matched(points: Tensor, other: Tensor, half: Tensor) -> Tensor:
-    """Per frame, how many ``points`` lie within the disk dilation of the boundary map ``other``.
+@functools.lru_cache(maxsize=64)
+def _column_mask(start: int, stop: int, words: int) -> np.ndarray:
+    """``(words,)`` with the bits of pixels ``start .. stop - 1`` set."""
+    bits = np.zeros(words * 64, dtype=bool)
+    bits[start:stop] = True
+    return np.packbits(bits, bitorder="little").view("<u8")
 
-    Args:
-        points: ``(M, 3)`` int64 (frame, row, col) of boundary pixels.
-        other: ``(T, h, w)`` bool boundary map.
-        half: ``(2r + 1,)`` disk row half-widths.
 
-    Returns:
-        ``(T,)`` int64 counts.
+def _dilate(bmap: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Dilation of packed ``(T, h, words)`` maps by the disk whose row ``r + dy`` spans ``+-half[r + dy]``.
+
+    A horizontal dilation by ``a`` is a one-sided OR over ``2a + 1`` pixels (built by doubling) moved back by
+    ``a``; the disk is the OR of those, each moved by its row offset ``dy``. The rows need margins (see
+    :func:`_pack_rows`) of at least ``2 * max(half) + 1`` pixels.
     """
-    t_len, h, w = other.shape
-    r = (half.numel() - 1) // 2
-    if points.numel() == 0:
-        return torch.zeros(t_len, dtype=torch.int64)
-    # prefix[t, r + y, r + j] = boundary pixels of row y left of column j: r zero rows above and below,
-    # r + 1 zero columns on the left and r copies of the row total on the right, so no index needs clamping
-    cum_dtype = torch.int16 if w < 2**15 else torch.int32
-    width = w + 1 + 2 * r
-    prefix = torch.empty(t_len, h + 2 * r, width, dtype=cum_dtype)
-    prefix[:, :r].zero_()
-    prefix[:, r + h :].zero_()
-    prefix[:, r : r + h, : r + 1].zero_()
-    torch.cumsum(other, dim=2, dtype=cum_dtype, out=prefix[:, r : r + h, r + 1 : r + 1 + w])
-    prefix[:, r : r + h, r + 1 + w :] = prefix[:, r : r + h, r + w : r + w + 1]
-    flat = prefix.view(-1)
-    t, y, x = points.unbind(1)
-    base = (t * (h + 2 * r) + y) * width + x + r
-    dy = torch.arange(2 * r + 1)
-    hi_off = dy * width + half + 1
-    lo_off = dy * width - half
-    # most boundary pixels of a fair prediction have a partner within a few rows: test the middle rows
-    # first and only the rest against the whole disk
-    mid = slice(max(r - 2, 0), r + 3)
-    hits = _any_hit(flat, base, hi_off[mid], lo_off[mid])
-    rest = torch.nonzero(~hits).flatten()
-    if rest.numel():
-        hits[rest] = _any_hit(flat, base[rest], hi_off, lo_off)
-    return torch.zeros(t_len, dtype=torch.int64).index_add_(0, t, hits.long())
+    radius = (len(half) - 1) // 2
+    one_sided = {0: bmap}  # span -> OR of pixels x .. x + span
+    span = 0
+    while 2 * span + 1 <= 2 * int(half.max()):
+        one_sided[2 * span + 1] = one_sided[span] | _shift(one_sided[span], span + 1)
+        span = 2 * span + 1
+    spans = sorted(one_sided)
+    rows = {}
+    for a in sorted({int(x) for x in half}):
+        base = max(s for s in spans if s <= 2 * a)
+        wide = one_sided[base] if base == 2 * a else one_sided[base] | _shift(one_sided[base], 2 * a - base)
+        rows[a] = _shift(wide, -a)
+    h = bmap.shape[1]
+    out = np.zeros_like(bmap)
+    for dy in range(-radius, radius + 1):
+        if abs(dy) >= h:
+            continue
+        src = rows[int(half[dy + radius])]
+        if dy >= 0:  # out[y] |= src[y + dy]
+            out[:, : h - dy] |= src[:, dy:]
+        else:
+            out[:, -dy:] |= src[:, : h + dy]
+    return out
 
 
-def _any_hit(flat: Tensor, base: Tensor, hi_off: Tensor, lo_off: Tensor) -> Tensor:
-    """Whether any disk row holds a boundary pixel: prefix(hi) != prefix(lo) on some row. ``index_select``
-    is several times faster than advanced indexing here."""
-    hi = flat.index_select(0, (base[:, None] + hi_off).view(-1))
-    lo = flat.index_select(0, (base[:, None] + lo_off).view(-1))
-    return (hi != lo).view(len(base), -1).any(dim=1)
+def _popcount(words: np.ndarray) -> np.ndarray:
+    """Set bits per frame of ``(T, h, words)``, int64 ``(T,)``."""
+    return np.bitwise_count(words).reshape(words.shape[0], -1).sum(axis=1, dtype=np.int64)
 
 
 def _bbox(preds: Tensor, target: Tensor) -> tuple[int, int, int, int] | None:
@@ -228,25 +241,20 @@ def _region_boundary_chunk(preds: Tensor, target: Tensor, radius: int) -> tuple[
     # one pixel above/left of a mask can be boundary; the zero row/column kept below/right (or the image
     # border, where the official last-row/column rule applies anyway) keeps _seg2bmap exact on the crop
     y0, y1, x0, x1 = max(box[0] - 1, 0), min(box[1] + 2, height), max(box[2] - 1, 0), min(box[3] + 2, width)
-    h, w = y1 - y0, x1 - x0
-    # crops padded to a multiple of 8 columns so _count can read them as int64 words (J ignores the zeros)
-    w8 = w + (-w) % 8
-    p8 = preds.new_zeros(t_len, h, w8)
-    g8 = target.new_zeros(t_len, h, w8)
-    p8[..., :w] = preds[:, y0:y1, x0:x1]
-    g8[..., :w] = target[:, y0:y1, x0:x1]
+    w = x1 - x0
+    margin = -(-(2 * radius + 1) // 64)  # zero words around each row: room for the dilation's shifts
+    pp = _pack_rows(preds.numpy()[:, y0:y1, x0:x1], margin)
+    gp = _pack_rows(target.numpy()[:, y0:y1, x0:x1], margin)
 
-    inter = _count(p8 & g8).double()
-    union = _count(p8 | g8).double()
+    inter = torch.from_numpy(_popcount(pp & gp)).double()
+    union = torch.from_numpy(_popcount(pp | gp)).double()
     j = torch.where(union == 0, torch.ones_like(union), inter / union.clamp(min=1))
 
-    bp, bg = seg2bmap(p8[..., :w]), seg2bmap(g8[..., :w])
-    fg_points, gt_points = _points(bp), _points(bg)
-    n_fg = torch.bincount(fg_points[:, 0], minlength=t_len)
-    n_gt = torch.bincount(gt_points[:, 0], minlength=t_len)
-    half = _disk_half_widths(radius)
-    fg_match = _matched(fg_points, bg, half).double()
-    gt_match = _matched(gt_points, bp, half).double()
+    bp, bg = _packed_boundary(pp, 64 * margin, w), _packed_boundary(gp, 64 * margin, w)
+    n_fg, n_gt = torch.from_numpy(_popcount(bp)), torch.from_numpy(_popcount(bg))
+    half = _disk_half_widths(radius).numpy()
+    fg_match = torch.from_numpy(_popcount(bp & _dilate(bg, half))).double()
+    gt_match = torch.from_numpy(_popcount(bg & _dilate(bp, half))).double()
     precision = torch.where(n_fg == 0, 1.0, fg_match / n_fg.clamp(min=1).double())
     recall = torch.where(n_gt == 0, 1.0, gt_match / n_gt.clamp(min=1).double())
     # official branches: no predicted boundary -> P = 1, R = 0; no gt boundary -> P = 0, R = 1
