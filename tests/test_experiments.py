@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from x2sam_lightning import cli
-from x2sam_lightning.lightning.checkpoints import load_stage1_decoder
+from x2sam_lightning.lightning.checkpoints import load_stage1_parts
 from x2sam_lightning.models.mask_encoder import MaskEncoder, tiny_sam2_vision_config
 
 TINY_DATA = [
@@ -81,8 +81,8 @@ def fitted(workdir) -> Path:
 
 
 def test_fit_checkpoint_initialises_stage2_decoder(fitted):
-    parts = load_stage1_decoder(fitted)
-    assert set(parts) == {"pixel_decoder", "mask_decoder"}
+    parts = load_stage1_parts(fitted)
+    assert set(parts) == {"mask_encoder", "pixel_decoder", "mask_decoder"}
     state = torch.load(fitted, map_location="cpu", weights_only=False)["state_dict"]
     for name, tensor in parts["mask_decoder"].items():
         assert torch.equal(tensor, state[f"segmentor.mask_decoder.{name}"])

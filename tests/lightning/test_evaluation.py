@@ -57,7 +57,7 @@ def _output(hit: bool) -> X2SAMOutput:
 
 def test_no_target_expressions_score_under_grefcoco_rules():
     cfg = compose_config("joint_image", ["model.stage1_checkpoint=null"])
-    metrics = build_metrics("img_refseg", instantiate(cfg.model.metrics)["img_refseg"], [])
+    metrics = build_metrics("img_refseg", instantiate(cfg.model.metrics)["img_refseg:grefcoco"], [])
     evaluator = Evaluator(tokenizer=None)
     evaluator(_referring_batch(), _output(hit=True), [[], []], metrics)
     result = {k: float(v) for k, v in metrics.compute().items() if v.numel() == 1}

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from x2sam_lightning.metrics.factory import (
-    TASK_METRICS,
-    VARIANTS,
     TaskMetricCollection,
     build_task_metrics,
     known_tasks,
+    registry,
     to_floats,
 )
 
 PAPER_TASKS = [
     "img_genseg", "img_ovseg", "img_refseg", "img_reaseg", "img_gcgseg", "img_intseg", "img_vgdseg",
-    "vid_genseg", "vid_ovseg", "vid_refseg", "vid_reaseg", "vid_gcgseg", "vid_objseg", "vid_vgdseg",
+    "img_chat", "vid_genseg", "vid_ovseg", "vid_refseg", "vid_reaseg", "vid_gcgseg", "vid_objseg",
+    "vid_vgdseg", "vid_chat",
 ]  # fmt: skip
 
 # constructor arguments the members need in a test (categories of a toy dataset)
@@ -29,8 +28,7 @@ TEST_KWARGS = {
     "gcg": {"on_missing_java": "nan"},  # builds without Java too (METEOR / CIDEr then NaN)
 }
 
-ENTRIES = [(task, spec) for task, specs in TASK_METRICS.items() for spec in specs]
-ENTRIES += [(f"{task}:{variant}", spec) for (task, variant), specs in VARIANTS.items() for spec in specs]
+ENTRIES = [(task, name, node) for task, members in registry().items() for name, node in members.items()]
 
 
 def test_every_paper_task_is_registered():
@@ -46,17 +44,10 @@ def test_unknown_task_lists_the_known_ones():
         build_task_metrics("img_refseg", panoptic={})
 
 
-@pytest.mark.parametrize(("task", "spec"), ENTRIES, ids=[f"{t}-{s.name}" for t, s in ENTRIES])
-def test_registry_entry_imports_and_builds(task, spec):
-    try:
-        module = importlib.import_module(spec.module)
-    except ModuleNotFoundError as error:
-        if error.name != spec.module:
-            raise
-        pytest.skip(f"{spec.module} not written yet")
-    if not hasattr(module, spec.cls):
-        pytest.fail(f"{spec.module} has no class {spec.cls} (update the registry)")
-    metric = spec.load()(**{**spec.kwargs, **TEST_KWARGS.get(spec.name, {})})
+@pytest.mark.parametrize(("task", "name", "node"), ENTRIES, ids=[f"{t}-{n}" for t, n, _ in ENTRIES])
+def test_registry_entry_imports_and_builds(task, name, node):
+    kwargs = {k: v for k, v in TEST_KWARGS.get(name, {}).items() if k != "on_missing_java"}
+    metric = instantiate(node)(**kwargs)
     assert metric.higher_is_better is True
     assert metric.full_state_update is False
 

@@ -38,6 +38,8 @@ class ShardSource:
         max_consecutive_failures: reads in a row (samples, shards, or training epochs in which a reader
             had no readable shard) without a usable sample before the source is given up with a
             :class:`~x2sam_lightning.data.errors.SourceError`, in ``raise`` and ``skip`` mode alike.
+        variant: the benchmark variant whose rules score this source (``grefcoco``: an entry
+            ``task:variant`` of ``conf/model/metrics/tasks.yaml``); None for the task's own metrics.
 
     Attributes:
         stats: :class:`~x2sam_lightning.data.errors.SkipStats`, the samples and shards skipped
@@ -55,6 +57,7 @@ class ShardSource:
         weight: float = 1.0,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
+        variant: str | None = None,
     ) -> None:
         if (index is None) == (urls is None):
             raise ValueError(f"source {name!r}: give exactly one of 'index' or 'urls'")
@@ -83,6 +86,7 @@ class ShardSource:
         self.weight = float(weight)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.max_consecutive_failures = int(max_consecutive_failures)
+        self.variant = variant
         self.stats = SkipStats()
         #: Shards this process found bad (``on_error="skip"``): not read again.
         self.known_bad_shards: set[str] = set()

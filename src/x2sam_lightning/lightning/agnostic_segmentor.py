@@ -1,7 +1,7 @@
 """Stage 1: the class-agnostic segmentor (mask encoder + pixel decoder + mask decoder, no LLM).
 
 The decoder learns to propose object masks (object / no-object) from mask-only data. Its weights are the
-initialisation of stage 2's decoder: see :func:`x2sam_lightning.lightning.checkpoints.load_stage1_decoder`.
+initialisation of stage 2's decoder: see :func:`x2sam_lightning.lightning.checkpoints.load_stage1_parts`.
 """
 
 from __future__ import annotations

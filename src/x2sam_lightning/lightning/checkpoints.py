@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(checkpoint)
 
 
-def load_stage1_decoder(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+def load_stage1_parts(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     """Read ``{part: state_dict}`` for the segmentor parts of a stage-1 checkpoint.
 
     Raises:
@@ -111,7 +111,7 @@ def load_stage1_into(
         ValueError: naming every parameter that is missing, unexpected or of another shape beyond the
             allowed stage-1 / stage-2 differences (e.g. a checkpoint of another preset).
     """
-    weights = load_stage1_decoder(path)
+    weights = load_stage1_parts(path)
     report = HandoffReport()
     problems: list[str] = []
     for part in parts:

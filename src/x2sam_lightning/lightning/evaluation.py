@@ -22,7 +22,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from x2sam_lightning.metrics.chat_accuracy import ChatAccuracy
-from x2sam_lightning.metrics.factory import TaskMetricCollection
+from x2sam_lightning.metrics.factory import TaskMetricCollection, collection_from_partials
 from x2sam_lightning.metrics.grefcoco import GRefCOCOIoU
 from x2sam_lightning.models.x2sam import X2SAMOutput
 from x2sam_lightning.models.x2sam_postprocess import (
@@ -42,20 +42,17 @@ def build_metrics(
     task: str, members: Mapping[str, Callable[..., Metric]], categories: list[dict[str, Any]]
 ) -> TaskMetricCollection:
     """Instantiate a task's metric partials, filling the arguments a vocabulary decides (``things`` /
-    ``stuffs`` category ids, ``num_classes``) from the source's ``categories``; member ``name`` reports
-    under ``name/`` when the task has several members of one class (prompt types)."""
+    ``stuffs`` category ids, ``num_classes``) from the source's ``categories``."""
     vocabulary = {
         "things": [c["id"] for c in categories if c.get("isthing", True)],
         "stuffs": [c["id"] for c in categories if not c.get("isthing", True)],
         "num_classes": len(categories),
     }
-    metrics, prefixes = {}, {}
-    classes = [getattr(p, "func", p) for p in members.values()]
-    for (name, partial), cls in zip(members.items(), classes):
-        accepted = inspect.signature(cls).parameters
-        metrics[name] = partial(**{k: v for k, v in vocabulary.items() if k in accepted})
-        prefixes[name] = f"{name}/" if classes.count(cls) > 1 else ""
-    return TaskMetricCollection(metrics, prefixes, task)
+    kwargs = {}
+    for name, partial in members.items():
+        accepted = inspect.signature(getattr(partial, "func", partial)).parameters
+        kwargs[name] = {k: v for k, v in vocabulary.items() if k in accepted}
+    return collection_from_partials(task, members, **kwargs)
 
 
 def task_kind(task: str) -> str:

@@ -156,12 +156,14 @@ class X2SAMJoint(L.LightningModule):
     def _collection(self, stage: str, source: str, task: str) -> TaskMetricCollection:
         key = f"{stage}__{source}"
         if key not in self.eval_metrics:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            sources = getattr(datamodule, f"{stage}_sources", {}) or {}
+            variant = getattr(sources.get(source), "variant", None)
+            task = f"{task}:{variant}" if variant else task
             if task not in self.metric_partials:
                 raise KeyError(
                     f"no metrics configured for task {task!r} (model.metrics has {sorted(self.metric_partials)})"
                 )
-            datamodule = getattr(self.trainer, "datamodule", None)
-            sources = getattr(datamodule, f"{stage}_sources", {}) or {}
             categories = sources[source].categories if source in sources else []
             self.eval_metrics[key] = build_metrics(task, self.metric_partials[task], categories).to(
                 self.device

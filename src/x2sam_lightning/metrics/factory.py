@@ -1,97 +1,34 @@
 """Task id -> the ``MetricCollection`` its benchmark reports (paper Table 6; ``PAPER_NOTES`` tasks table).
 
-The registry is data: each task lists :class:`MetricSpec` entries naming a metric class by module path, so
-building one task's metrics imports only the modules it needs (the GCG caption scorers, pycocotools, ...
-are not loaded for a referring task). A LightningModule builds its collection with
-:func:`build_task_metrics` and feeds each member its own inputs (``collection[name].update(...)``): the
-members of one task take different inputs (panoptic maps, semantic maps, instance masks), so one
-``collection.update(...)`` for all is not the intended use.
+The registry is one Hydra config, ``conf/model/metrics/tasks.yaml``: each task lists its members as
+partials (``_target_`` + ``_partial_: true``), and ``task:variant`` entries hold a benchmark variant's own
+rules (``img_refseg:grefcoco``). ``X2SAMJoint`` receives the same file through its config;
+:func:`build_task_metrics` reads it for callers without Hydra. Building one task's metrics imports only
+the modules it needs (the GCG caption scorers, ... are not loaded for a referring task).
+
+The members of one task take different inputs (panoptic maps, semantic maps, instance masks), so a caller
+feeds each member its own (``collection[name].update(...)``), not one ``collection.update(...)``.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-_PKG = "x2sam_lightning.metrics"
+REGISTRY = Path(__file__).parents[1] / "conf" / "model" / "metrics" / "tasks.yaml"
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric of a task.
+@functools.cache
+def registry() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{task or "task:variant": {member: partial node}}`` as plain dicts (the YAML registry)."""
+    from omegaconf import OmegaConf
 
-    Attributes:
-        name: key of the metric in the collection, and the key callers use to pass its constructor
-            arguments to :func:`build_task_metrics`.
-        module: module path of the metric class.
-        cls: class name in ``module``.
-        kwargs: default constructor arguments (overridden by the caller's).
-        prefix: prepended to each output key of the metric (``"gcg/"`` -> ``"gcg/miou"``).
-    """
-
-    name: str
-    module: str
-    cls: str
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    prefix: str = ""
-
-    def load(self) -> type[Metric]:
-        """Import and return the metric class."""
-        return getattr(importlib.import_module(self.module), self.cls)
-
-
-def _spec(name: str, module: str, cls: str, prefix: str = "", **kwargs: Any) -> MetricSpec:
-    return MetricSpec(name, f"{_PKG}.{module}", cls, kwargs, prefix)
-
-
-#: task id -> metrics of its benchmarks (classes of the metric files of ``x2sam_lightning.metrics``).
-TASK_METRICS: dict[str, tuple[MetricSpec, ...]] = {
-    "img_genseg": (
-        _spec("panoptic", "panoptic_quality", "PanopticQuality"),
-        _spec("semantic", "mean_iou", "MeanIoU"),
-        _spec("instance", "mask_ap", "MaskAP"),
-    ),
-    "img_ovseg": (
-        _spec("panoptic", "panoptic_quality", "PanopticQuality"),
-        _spec("semantic", "mean_iou", "MeanIoU"),
-        _spec("instance", "mask_ap", "MaskAP"),
-    ),
-    "img_refseg": (_spec("referring", "referring", "ReferringIoU"),),
-    "img_reaseg": (_spec("reasoning", "referring", "ReferringIoU"),),
-    "img_gcgseg": (_spec("gcg", "gcg", "GCGMetric"),),
-    "img_intseg": (_spec("interactive", "interactive", "InteractiveIoU"),),
-    # VGD reports point- and box-prompted results separately (paper Table 6): one metric per prompt type.
-    "img_vgdseg": (
-        _spec("point", "vgd_ap", "ImageVGDAveragePrecision", prefix="point/"),
-        _spec("box", "vgd_ap", "ImageVGDAveragePrecision", prefix="box/"),
-    ),
-    "vid_genseg": (
-        _spec("vpq", "video_panoptic_quality", "VideoPanopticQuality"),
-        _spec("semantic", "mean_iou", "MeanIoU"),
-        _spec("consistency", "video_consistency", "VideoConsistency"),
-        _spec("instance", "youtube_vis_ap", "YouTubeVISAveragePrecision"),
-    ),
-    "vid_ovseg": (_spec("instance", "youtube_vis_ap", "YouTubeVISAveragePrecision"),),
-    "vid_refseg": (_spec("jf", "referring_vos_jf", "ReferringVOSJandF"),),
-    "vid_reaseg": (_spec("jf", "referring_vos_jf", "ReferringVOSJandF"),),
-    "vid_gcgseg": (_spec("gcg", "gcg", "GCGMetric", caption_max_chars=2000),),  # VideoGLaMM cuts captions
-    "vid_objseg": (_spec("jf", "davis_jf", "DAVISJandF"),),
-    "vid_vgdseg": (
-        _spec("point", "vgd_ap", "VideoVGDAveragePrecision", prefix="point/"),
-        _spec("box", "vgd_ap", "VideoVGDAveragePrecision", prefix="box/"),
-    ),
-}
-
-#: gRefCOCO (no-target expressions) is scored with ReLA's rules: ``build_task_metrics("img_refseg",
-#: variant="grefcoco")``.
-VARIANTS: dict[tuple[str, str], tuple[MetricSpec, ...]] = {
-    ("img_refseg", "grefcoco"): (_spec("referring", "grefcoco", "GRefCOCOIoU"),),
-}
+    return OmegaConf.to_container(OmegaConf.load(REGISTRY), resolve=True)
 
 
 class TaskMetricCollection(MetricCollection):
@@ -120,26 +57,42 @@ class TaskMetricCollection(MetricCollection):
 
 
 def known_tasks() -> list[str]:
-    """Task ids the factory knows, in the paper's order."""
-    return list(TASK_METRICS)
+    """Task ids the registry knows, in the paper's order (variants left out)."""
+    return [name for name in registry() if ":" not in name]
 
 
-def task_specs(task: str, variant: str | None = None) -> tuple[MetricSpec, ...]:
-    """The registry entries of ``task`` (and ``variant``); raises ``KeyError`` listing the known ones."""
-    if task not in TASK_METRICS:
+def task_members(task: str, variant: str | None = None) -> dict[str, dict[str, Any]]:
+    """The registry's members of ``task`` (and ``variant``); raises ``KeyError`` listing the known ones."""
+    table = registry()
+    if task not in table:
         raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(known_tasks())}")
     if variant is None:
-        return TASK_METRICS[task]
-    if (task, variant) not in VARIANTS:
-        known = ", ".join(f"{t}:{v}" for t, v in VARIANTS)
+        return table[task]
+    key = f"{task}:{variant}"
+    if key not in table:
+        known = ", ".join(name for name in table if ":" in name)
         raise KeyError(f"unknown variant {variant!r} of task {task!r}; known variants: {known}")
-    return VARIANTS[(task, variant)]
+    return table[key]
+
+
+def collection_from_partials(
+    task: str, partials: Mapping[str, Callable[..., Metric]], **kwargs: Mapping[str, Any]
+) -> TaskMetricCollection:
+    """Call each member's partial with ``kwargs[member]``; members of a class that occurs more than once
+    (one per prompt type) report under ``member/``."""
+    unknown = set(kwargs) - set(partials)
+    if unknown:
+        raise KeyError(f"{task}: no metric named {sorted(unknown)}; its metrics: {sorted(partials)}")
+    classes = [getattr(p, "func", p) for p in partials.values()]
+    metrics = {name: partial(**dict(kwargs.get(name, {}))) for name, partial in partials.items()}
+    prefixes = {name: f"{name}/" if classes.count(cls) > 1 else "" for name, cls in zip(partials, classes)}
+    return TaskMetricCollection(metrics, prefixes, task)
 
 
 def build_task_metrics(
     task: str, variant: str | None = None, **kwargs: Mapping[str, Any]
 ) -> TaskMetricCollection:
-    """Build the metrics of one task.
+    """Build the metrics of one task from the registry.
 
     Args:
         task: a task id (``img_refseg``, ``vid_genseg``, ...; see :func:`known_tasks`).
@@ -153,13 +106,10 @@ def build_task_metrics(
     Raises:
         KeyError: unknown task, variant, or a keyword that names no member of the task.
     """
-    specs = task_specs(task, variant)
-    names = {spec.name for spec in specs}
-    unknown = set(kwargs) - names
-    if unknown:
-        raise KeyError(f"{task}: no metric named {sorted(unknown)}; its metrics: {sorted(names)}")
-    metrics = {spec.name: spec.load()(**{**spec.kwargs, **kwargs.get(spec.name, {})}) for spec in specs}
-    return TaskMetricCollection(metrics, {spec.name: spec.prefix for spec in specs}, task)
+    from hydra.utils import instantiate
+
+    partials = {name: instantiate(node) for name, node in task_members(task, variant).items()}
+    return collection_from_partials(task, partials, **kwargs)
 
 
 def to_floats(results: Mapping[str, Tensor | float]) -> dict[str, float]:

@@ -30,7 +30,8 @@ HEADLINE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ("mIoU box", ("box/miou",)),
         ("mIoU mask", ("mask/miou",)),
     ),
-    "img_chat": (("Accuracy", ("accuracy",)),),
+    "img_chat": (("Accuracy", ("accuracy",)),),  # the synthetic chat's exact match (defined here)
+    "vid_chat": (("Accuracy", ("accuracy",)),),
     "img_vgdseg": (
         ("AP point", ("point/ap", "point/map")),
         ("AP50 point", ("point/ap50", "point/map_50")),
