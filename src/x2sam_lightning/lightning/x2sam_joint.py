@@ -61,6 +61,7 @@ class X2SAMJoint(L.LightningModule):
         top_k: detections kept per image in evaluation.
         eval_seed: seed of the region sampler's points in evaluation (reproducible scores).
         target_copies: queries trained on each per-condition target (1: plain Hungarian matching).
+        condition_pooling: ``"span"`` (the authors') or ``"inner"`` (see :class:`X2SAM`).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class X2SAMJoint(L.LightningModule):
         top_k: int = 100,
         eval_seed: int = 0,
         target_copies: int = 1,
+        condition_pooling: str = "span",
     ) -> None:
         super().__init__()
         # Plain containers (not Hydra's): hparams go into checkpoints, which load with weights_only=True.
@@ -99,7 +101,7 @@ class X2SAMJoint(L.LightningModule):
             ]
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.net = X2SAM(segmentor, vl_backbone, region_sampler, projector_depth)
+        self.net = X2SAM(segmentor, vl_backbone, region_sampler, projector_depth, condition_pooling)
         self.criterion = criterion
         self.metric_partials = {task: dict(members) for task, members in (metrics or {}).items()}
         self.evaluator = Evaluator(vl_backbone.tokenizer, getattr(criterion, "class_loss", "ce"), top_k)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 #: Bump when the folder's content for the same settings changes (a stale folder is then rebuilt).
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 #: Qwen's special tokens (ChatML turns, vision placeholders), in Qwen's order.
 QWEN_SPECIAL_TOKENS = (
@@ -63,6 +63,12 @@ side edge hole points pointed round sky grass sun background striped stripes noi
 result results such find found see visible shown appears look looks like same other another than more
 most less first second third last between both only also then from into by for as be has have
 specified specify specific indicated given these those them they their which whose
+about absent according alone answers area areas asked back banana belongs blotchy bubble cannot caption
+carrot centred clear close contains covers draw equal fill fits front furthest grow gum kept kind kinds
+lagoon later lavender lies marked match matches mention muted name named naming nothing ones order outer
+outline paint perfectly pixels place point position prompts question radius reply ripe shade shaded
+shares short show shows sides smoothly solid sorry stretched target tomato tropical unique up when within
+word your
 """.split()  # noqa: SIM905 (a word list reads better as text)
 
 
@@ -112,10 +118,11 @@ def build_tokenizer() -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    # Each word with and without its leading space (mid-sentence and after a special token), lower case and
-    # capitalised (sentence starts).
+    # Each word with and without its leading space (mid-sentence; after a newline or a special token, as
+    # at the start of an answer), lower case and capitalised. One pre-token per line, so every form is
+    # seen as often as the others and merged into one token.
     words = VOCABULARY + [w.capitalize() for w in VOCABULARY]
-    corpus = [" " + " ".join(words)] * 4 + [" ".join(words)] * 2
+    corpus = [form for w in words for form in (w, " " + w)] * 4
     backend.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
