@@ -99,10 +99,11 @@ def main() -> None:
     )
     parser.add_argument("--out-dir", default=None, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
-    extra = []
+    extra, limits = [], []
     if args.quick:
         stage1 = ["trainer.max_steps=60", "trainer.val_check_interval=60"]
-        extra = ["trainer.max_steps=60", "trainer.val_check_interval=60", "trainer.limit_test_batches=2"]
+        limits = ["trainer.limit_test_batches=2"]
+        extra = ["trainer.max_steps=60", "trainer.val_check_interval=60", *limits]
         extra.append("stage1_overrides=[" + ",".join(f"'{o}'" for o in stage1) + "]")
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="joint_image_")
     wall, stdout = _fit(args.data_dir, out_dir, extra)
@@ -112,9 +113,10 @@ def main() -> None:
     checkpoint = load_checkpoint(stage2_dir / "checkpoints" / "last.ckpt")
     stage1_ckpt = checkpoint["x2sam_stage2"]["model_config"]["model"]["stage1_checkpoint"]
     cfg = compose_config(
-        "joint_image", [f"paths.data_dir={args.data_dir}", "model.stage1_checkpoint=null", *extra[2:3]]
+        "joint_image", [f"paths.data_dir={args.data_dir}", "model.stage1_checkpoint=null", *limits]
     )
-    steps = {"stage 1": compose_config("agnostic").trainer.max_steps, "stage 2": cfg.trainer.max_steps}
+    stage1_cfg = compose_config("agnostic", list(cfg.get("stage1_overrides") or []))
+    steps = {"stage 1": stage1_cfg.trainer.max_steps, "stage 2": cfg.trainer.max_steps}
     if args.quick:
         steps = {"stage 1": 60, "stage 2": 60}
     datamodule = instantiate(cfg.data)

@@ -70,3 +70,12 @@ def test_generation_reply_without_seg_gives_no_masks(module):
     for b, reply in enumerate(replies):
         start = out.reply_starts[b]
         assert out.input_ids[b, start : start + len(reply)].tolist() == reply
+
+
+def test_target_copies_repeat_per_condition_targets_only(module):
+    batch = hand_made_batch()
+    out = module.net(batch)
+    single = instance_targets(out.instances, batch)
+    copied = instance_targets(out.instances, batch, copies=3)
+    assert [len(t) for t in copied] == [len(single[0]), 3 * len(single[1]), len(single[2])]
+    assert copied[1].labels.tolist() == [0, 0, 0]

@@ -16,9 +16,16 @@ _NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.Embedding)
 def _no_decay_names(module: nn.Module) -> set[str]:
     names: set[str] = set()
     for module_name, child in module.named_modules():
-        for param_name, _ in child.named_parameters(recurse=False):
+        for param_name, param in child.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
-            if isinstance(child, _NO_DECAY_TYPES) or param_name == "bias" or param_name.endswith("embed"):
+            # Scalars and vectors (biases, norm gains, a logit scale) are not decayed either: decay would
+            # pull a learned temperature towards 1.
+            if (
+                isinstance(child, _NO_DECAY_TYPES)
+                or param_name == "bias"
+                or param_name.endswith("embed")
+                or param.ndim < 2
+            ):
                 names.add(full)
     return names
 

@@ -50,6 +50,8 @@ class VLBackbone(nn.Module):
         image_size: Side the frames are resized to for the vision tower (``None``: the segmentation size).
         gradient_checkpointing: Recompute LLM activations in backward (large models).
         torch_dtype: Weight dtype when loading (``"bfloat16"`` for the 4B model on a GPU), default float32.
+        no_repeat_ngram_size: greedy decoding never repeats an n-gram of this size (0: off). A small,
+            briefly trained LM falls into loops ("medium medium medium ...") that a pretrained one does not.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class VLBackbone(nn.Module):
         image_size: int | None = None,
         gradient_checkpointing: bool = False,
         torch_dtype: str | None = None,
+        no_repeat_ngram_size: int = 0,
     ) -> None:
         super().__init__()
         from transformers import AutoTokenizer, Qwen3VLForConditionalGeneration
@@ -75,6 +78,7 @@ class VLBackbone(nn.Module):
                 "transformers layout); nothing is downloaded"
             )
         self.pretrained_path = str(path)
+        self.no_repeat_ngram_size = int(no_repeat_ngram_size)
         self.base_digest = folder_digest(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         dtype = getattr(torch, torch_dtype) if torch_dtype else torch.float32
@@ -223,6 +227,7 @@ class VLBackbone(nn.Module):
                 image_grid_thw=image_grid_thw,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
+                no_repeat_ngram_size=self.no_repeat_ngram_size,
                 eos_token_id=eos,
                 pad_token_id=self.tokenizer.pad_token_id,
                 use_cache=True,
