@@ -133,22 +133,3 @@ def test_spatial_prior_starts_as_a_no_op_and_can_place_a_bump():
     prior = decoder.spatial_prior(torch.zeros(1, 1, 64), (16, 16))[0, 0]
     row, col = divmod(int(prior.argmax()), 16)
     assert row < 8 and col >= 8
-
-
-def test_condition_standardisation_ignores_padding_and_scores_one_sample_alone():
-    scorer = CosineClassScorer(8, condition_norm=True)
-    queries = torch.randn(2, 3, 8)
-    conditions = torch.randn(2, 4, 8) + 5.0  # a large shared component
-    padding = torch.tensor([[False, False, False, False], [False, False, True, True]])
-    scorer.train()
-    logits = scorer(queries, conditions, padding)
-    # Padded conditions neither enter the batch statistics nor get a score.
-    changed = conditions.clone()
-    changed[1, 2:] = 1e6
-    torch.testing.assert_close(scorer(queries, changed, padding), logits)
-    assert (logits[1, :, 2:4] == -1e4).all()
-    # In evaluation the running statistics are used: a sample scores the same alone as in a batch.
-    scorer.eval()
-    both = scorer(queries, conditions)
-    alone = scorer(queries[:1], conditions[:1])
-    torch.testing.assert_close(both[:1], alone)

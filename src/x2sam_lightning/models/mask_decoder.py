@@ -173,27 +173,13 @@ class CosineClassScorer(nn.Module):
         dim: Width of queries and conditions.
         init_logit_scale: Initial ``logit_scale`` (CLIP's ``log(1 / 0.07)``).
         max_logit: Logits are clamped to ``[-max_logit, max_logit]``.
-        condition_norm: Standardise the condition embeddings with batch statistics (running statistics
-            in evaluation, so one sample scores alone as in a batch) before the cosine: it takes off the
-            direction all LLM states share, which otherwise leaves the conditions nearly parallel.
     """
 
     def __init__(
-        self,
-        dim: int,
-        init_logit_scale: float = math.log(1 / 0.07),
-        max_logit: float = 50.0,
-        condition_norm: bool = False,
+        self, dim: int, init_logit_scale: float = math.log(1 / 0.07), max_logit: float = 50.0
     ) -> None:
         super().__init__()
         self.query_proj = nn.Linear(dim, dim)
-        # Conditions get their own projection, starting as the identity: LLM states share a large common
-        # direction (their cosine is 0.86-1.0 across category names on the tiny preset); the bias can
-        # learn to take it off so the cosine compares what differs.
-        self.condition_proj = nn.Linear(dim, dim)
-        nn.init.eye_(self.condition_proj.weight)
-        nn.init.zeros_(self.condition_proj.bias)
-        self.condition_norm = nn.BatchNorm1d(dim) if condition_norm else None
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         # The no-object logit depends on the query (a scalar would make "no object" a fixed threshold).
         self.no_object = nn.Linear(dim, 1)
@@ -213,36 +199,13 @@ class CosineClassScorer(nn.Module):
             ``[N, Q, K + 1]`` logits, the last column is no-object.
         """
         q = F.normalize(self.query_proj(queries), dim=-1)
-        c = self.condition_proj(conditions)
-        if self.condition_norm is not None:
-            c = self._standardise(c, condition_padding_mask)
-        c = F.normalize(c, dim=-1)
+        c = F.normalize(conditions, dim=-1)
         logits = (self.logit_scale.exp() * torch.einsum("nqd,nkd->nqk", q, c)).clamp(
             -self.max_logit, self.max_logit
         )
         if condition_padding_mask is not None:
             logits = logits.masked_fill(condition_padding_mask[:, None, :], -1e4)
         return torch.cat([logits, self.no_object(queries)], -1)
-
-    def _standardise(self, conditions: Tensor, padding: Tensor | None) -> Tensor:
-        """Batch-norm the real (not padded) conditions; one alone in training uses the running stats."""
-        valid = torch.ones(conditions.shape[:2], dtype=torch.bool, device=conditions.device)
-        if padding is not None:
-            valid = ~padding
-        flat = conditions[valid]
-        norm = self.condition_norm
-        use_batch = self.training and flat.shape[0] > 1
-        normed = F.batch_norm(
-            flat,
-            norm.running_mean,
-            norm.running_var,
-            norm.weight,
-            norm.bias,
-            training=use_batch,
-            momentum=norm.momentum,
-            eps=norm.eps,
-        )
-        return conditions.masked_scatter(valid.unsqueeze(-1), normed)
 
 
 class SpatialPrior(nn.Module):
@@ -294,8 +257,6 @@ class MaskDecoder(nn.Module):
             whose coefficients the query predicts (:class:`SpatialPrior`): a log-Gaussian bump or a ramp
             where "top left" or "the largest" says, cheap to learn from language. Zero-initialised, so
             it starts as a no-op and a stage-1 decoder loads unchanged.
-        condition_norm: Batch-standardise the conditions before the cosine scorer (see
-            :class:`CosineClassScorer`).
     """
 
     def __init__(
@@ -315,7 +276,6 @@ class MaskDecoder(nn.Module):
         condition_dim: int | None = None,
         class_head: Literal["linear", "cosine"] = "linear",
         spatial_prior: bool = False,
-        condition_norm: bool = False,
     ) -> None:
         super().__init__()
         if class_head == "cosine" and condition_dim is None:
@@ -345,9 +305,7 @@ class MaskDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.class_head = class_head
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1) if class_head == "linear" else None
-        self.class_scorer = (
-            CosineClassScorer(hidden_dim, condition_norm=condition_norm) if class_head == "cosine" else None
-        )
+        self.class_scorer = CosineClassScorer(hidden_dim) if class_head == "cosine" else None
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         self.spatial_prior = SpatialPrior(hidden_dim) if spatial_prior else None
 
