@@ -4,6 +4,8 @@ itself; fit (stage 1 made on the way) -> test -> predict -> Python predictor on 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,22 +100,25 @@ def test_every_experiment_trains_and_validates_a_step(workdir, local_folders, ex
 
 @pytest.fixture(scope="module")
 def joint_fit(workdir) -> tuple[dict, Path]:
-    """`fit +experiment=joint_image` with no stage-1 checkpoint: stage 1 is trained first (2 steps)."""
+    """`python -m x2sam_lightning fit +experiment=joint_image` (the README's first command, narrowed) in a
+    subprocess, with no stage-1 checkpoint: stage 1 is trained first (2 steps) inside the CLI's Hydra app."""
     stage1 = [
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
         "trainer.enable_progress_bar=false",
         *TINY_DATA,
     ]
-    cfg = compose_config(
-        "joint_image",
-        [f"paths.data_dir={workdir / 'data'}", f"paths.output_dir={workdir / 'out'}",
-         f"paths.run_dir={workdir / 'out' / 'joint'}", "stage1_overrides=[" + ",".join(f"'{o}'" for o in stage1) + "]",
-         "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1", "model.max_new_tokens=8", *QUIET, *TINY_DATA],
-    )  # fmt: skip
-    Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
-    metrics = cli.run_fit(cfg)
+    args = [
+        sys.executable, "-m", "x2sam_lightning", "fit", "+experiment=joint_image",
+        f"paths.data_dir={workdir / 'data'}", f"paths.output_dir={workdir / 'out'}",
+        f"paths.run_dir={workdir / 'out' / 'joint'}", "stage1_overrides=[" + ",".join(f"'{o}'" for o in stage1) + "]",
+        "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "model.max_new_tokens=8", *QUIET, *TINY_DATA,
+    ]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test split (held out" in result.stdout and "synthetic_img_refseg_test" in result.stdout
+    metrics = json.loads((workdir / "out" / "joint" / "fit_metrics.json").read_text())
     return metrics, workdir / "out" / "joint" / "checkpoints" / "last.ckpt"
 
 

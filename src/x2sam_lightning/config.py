@@ -22,7 +22,10 @@ def compose_config(
     Run-time interpolations (``${now:...}`` in ``paths.run_dir``) stay unresolved until read.
     """
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     args = [f"verb={verb}", *([f"+experiment={experiment}"] if experiment else []), *overrides]
+    if GlobalHydra.instance().is_initialized():  # inside the CLI's Hydra app (e.g. stage 1 made for stage 2)
+        return compose("config", overrides=args)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=args)

@@ -319,9 +319,6 @@ class X2SAM(nn.Module):
             # The LLM may run in bf16 (the 4B preset); the projectors and decoder keep their own dtype.
             projected = self.llm_projector(hidden.to(self.llm_projector.net[0].weight.dtype))
             out.seg = self.decode_instances(features, num_frames, projected, spans, instances)
-        elif self.training:
-            # Keep every trainable part in the graph (DDP): a zero that touches the decoder side.
-            out.lm_loss = (lm_loss if lm_loss is not None else logits.sum() * 0.0) + self._zero(hidden)
         return out
 
     @torch.no_grad()
@@ -380,9 +377,6 @@ class X2SAM(nn.Module):
     @property
     def pad_id(self) -> int:
         return int(self.vl_backbone.tokenizer.pad_token_id)
-
-    def _zero(self, hidden: Tensor) -> Tensor:
-        return self.llm_projector(hidden[:, :1].to(self.llm_projector.net[0].weight.dtype)).sum() * 0.0
 
 
 def _pad(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
