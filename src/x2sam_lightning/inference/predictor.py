@@ -30,7 +30,7 @@ from torch import Tensor
 from x2sam_lightning.data.shards import DecodedClip
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.data.visual_prompts import PROMPT_TYPES, render_prompt
-from x2sam_lightning.inference.replies import reply_predictions
+from x2sam_lightning.models.x2sam_postprocess import reply_predictions
 from x2sam_lightning.special_tokens import IMAGE, REGION
 from x2sam_lightning.types import Conversation, SegBatch, TrackTargets
 

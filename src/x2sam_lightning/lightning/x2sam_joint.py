@@ -219,7 +219,7 @@ class X2SAMJoint(L.LightningModule):
 
     def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Reply and masks per sample (see ``inference.writer``)."""
-        from x2sam_lightning.inference.replies import reply_predictions
+        from x2sam_lightning.models.x2sam_postprocess import reply_predictions
 
         generator = torch.Generator().manual_seed(self.hparams.eval_seed)
         out, replies = self.net.generate(batch, self.hparams.max_new_tokens, generator)

@@ -293,18 +293,8 @@ class X2SAM(nn.Module):
             features = self.segmentor.encode(batch.pixel_values)
         if chats is None:
             chats = self.encode_conversations(batch.conversations, side)
-        tokens = {k: v.to(batch.pixel_values.device) for k, v in pad_batch(chats, self.pad_id).items()}
-        regions = self.region_tokens(features, batch.conversations, num_frames, generator)
-        pixel_values, grid = self.vl_backbone.vision_inputs(batch.pixel_values[:, 0])
-        logits, hidden = self.vl_backbone(
-            tokens["input_ids"],
-            tokens["attention_mask"],
-            tokens["mm_token_type_ids"],
-            pixel_values,
-            grid,
-            region_positions=tokens["input_ids"] == self.region_id,
-            region_features=regions,
-        )
+        tokens, inputs = self._llm_inputs(batch, chats, features, generator)
+        logits, hidden = self.vl_backbone(**inputs)
         labels = tokens["labels"]
         lm_loss = None
         if bool((labels[:, 1:] != IGNORE_INDEX).any()):
@@ -337,21 +327,8 @@ class X2SAM(nn.Module):
         side = batch.pixel_values.shape[-1]
         features = self.segmentor.encode(batch.pixel_values)
         prompts = self.encode_conversations(batch.conversations, side, generation_prompt=True)
-        tokens = {
-            k: v.to(batch.pixel_values.device) for k, v in pad_batch(prompts, self.pad_id, left=True).items()
-        }
-        regions = self.region_tokens(features, batch.conversations, batch.num_frames, generator)
-        pixel_values, grid = self.vl_backbone.vision_inputs(batch.pixel_values[:, 0])
-        new = self.vl_backbone.generate(
-            tokens["input_ids"],
-            tokens["attention_mask"],
-            tokens["mm_token_type_ids"],
-            pixel_values,
-            grid,
-            region_positions=tokens["input_ids"] == self.region_id,
-            region_features=regions,
-            max_new_tokens=max_new_tokens,
-        )
+        _, inputs = self._llm_inputs(batch, prompts, features, generator, left_padded=True)
+        new = self.vl_backbone.generate(**inputs, max_new_tokens=max_new_tokens)
         eos = self.vl_backbone.token_ids["<|im_end|>"]
         replies, starts = [], [len(p) for p in prompts]
         for b, prompt in enumerate(prompts):
@@ -373,6 +350,29 @@ class X2SAM(nn.Module):
         return out, replies
 
     # -- helpers ---------------------------------------------------------------------------------------
+
+    def _llm_inputs(
+        self,
+        batch: SegBatch,
+        chats: list[EncodedChat],
+        features: MaskEncoderOutput,
+        generator: torch.Generator | None,
+        left_padded: bool = False,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | None]]:
+        """Padded tokens and the VLM's keyword inputs: ids, masks, Qwen patches and the region tokens."""
+        padded = pad_batch(chats, self.pad_id, left=left_padded)
+        tokens = {k: v.to(batch.pixel_values.device) for k, v in padded.items()}
+        pixel_values, grid = self.vl_backbone.vision_inputs(batch.pixel_values[:, 0])
+        inputs = {
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "mm_token_type_ids": tokens["mm_token_type_ids"],
+            "pixel_values": pixel_values,
+            "image_grid_thw": grid,
+            "region_positions": tokens["input_ids"] == self.region_id,
+            "region_features": self.region_tokens(features, batch.conversations, batch.num_frames, generator),
+        }
+        return tokens, inputs
 
     @property
     def pad_id(self) -> int:
