@@ -57,8 +57,12 @@ def sam2_folder(workdir) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("experiment", cli.available_experiments())
-def test_every_experiment_composes_and_instantiates(workdir, sam2_folder, experiment):
+STAGE1_EXPERIMENTS = [name for name in cli.available_experiments() if not name.startswith("joint")]
+
+
+@pytest.mark.parametrize("experiment", STAGE1_EXPERIMENTS)
+def test_every_stage1_experiment_composes_and_instantiates(workdir, sam2_folder, experiment):
+    """Stage-2 experiments need a Qwen3-VL folder as well: tests/test_joint_experiments.py covers them."""
     cfg = compose_run(workdir, experiment, "fit", f"paths.sam2_hiera_large={sam2_folder}", tiny_data=False)
     module = instantiate(cfg.model)
     datamodule = instantiate(cfg.data)
