@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -39,7 +40,6 @@ from joint_baselines import Baseline, majority_answer  # noqa: E402
 
 from x2sam_lightning.config import compose_config  # noqa: E402
 from x2sam_lightning.lightning.checkpoints import load_checkpoint, load_stage1_into  # noqa: E402
-from x2sam_lightning.lightning.evaluation import build_metrics  # noqa: E402
 from x2sam_lightning.metrics.factory import to_floats  # noqa: E402
 from x2sam_lightning.metrics.report import headline_row  # noqa: E402
 
@@ -54,13 +54,14 @@ def _fit(data_dir: str, out_dir: str, extra: list[str]) -> tuple[float, str]:
     return time.perf_counter() - start, result.stdout
 
 
-def _score(module, datamodule, generate, transform=None) -> dict[str, dict[str, float]]:
-    """Every test source through ``generate(batch) -> (out, replies)`` and the module's evaluator."""
+def _score(module, datamodule, generate, transform=None, limit=None) -> dict[str, dict[str, float]]:
+    """Every test source through ``generate(batch) -> (out, replies)`` and the module's evaluator, with
+    the metrics (and benchmark variant) the trained run's ``test`` used; ``limit``: batches per source."""
     results = {}
     for name, loader in zip(datamodule.test_source_names, datamodule.test_dataloader()):
         source = datamodule.test_sources[name]
-        metrics = build_metrics(source.task, module.metric_partials[source.task], source.categories)
-        batches = list(loader)
+        metrics = module.source_metrics(source.task, source)
+        batches = list(itertools.islice(loader, limit))
         if transform is not None:
             batches = transform(name, batches)
             if batches is None:
@@ -77,6 +78,8 @@ def _shuffled_expressions(name: str, batches: list):
     if not name.startswith("synthetic_img_refseg"):
         return None
     conversations = [c for b in batches for c in b.conversations]
+    if len(conversations) < 2:
+        return None
     order = list(range(len(conversations)))
     rng = random.Random(0)
     while any(i == j for i, j in enumerate(order)):
@@ -99,22 +102,25 @@ def main() -> None:
     )
     parser.add_argument("--out-dir", default=None, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
-    extra, limits = [], []
+    extra, limit = [], None
     if args.quick:
         stage1 = ["trainer.max_steps=60", "trainer.val_check_interval=60"]
-        limits = ["trainer.limit_test_batches=2"]
-        extra = ["trainer.max_steps=60", "trainer.val_check_interval=60", *limits]
+        limit = 2
+        extra = [
+            "trainer.max_steps=60",
+            "trainer.val_check_interval=60",
+            f"trainer.limit_test_batches={limit}",
+        ]
         extra.append("stage1_overrides=[" + ",".join(f"'{o}'" for o in stage1) + "]")
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="joint_image_")
+    data_existed = (Path(args.data_dir) / "synthetic").is_dir()
     wall, stdout = _fit(args.data_dir, out_dir, extra)
     (stage2_dir,) = Path(out_dir, "joint_image", "fit").glob("*")
     (stage1_dir,) = Path(out_dir, "agnostic", "fit").glob("*")
     trained = json.loads((stage2_dir / "fit_metrics.json").read_text())
     checkpoint = load_checkpoint(stage2_dir / "checkpoints" / "last.ckpt")
     stage1_ckpt = checkpoint["x2sam_stage2"]["model_config"]["model"]["stage1_checkpoint"]
-    cfg = compose_config(
-        "joint_image", [f"paths.data_dir={args.data_dir}", "model.stage1_checkpoint=null", *limits]
-    )
+    cfg = compose_config("joint_image", [f"paths.data_dir={args.data_dir}", "model.stage1_checkpoint=null"])
     stage1_cfg = compose_config("agnostic", list(cfg.get("stage1_overrides") or []))
     steps = {"stage 1": stage1_cfg.trainer.max_steps, "stage 2": cfg.trainer.max_steps}
     if args.quick:
@@ -130,9 +136,9 @@ def main() -> None:
         )
 
     with torch.no_grad():
-        at_init = _score(initial, datamodule, generate_with(initial))
+        at_init = _score(initial, datamodule, generate_with(initial), limit=limit)
         answers = _training_chat_answers(cfg, args.data_dir)
-        baseline = _score(initial, datamodule, Baseline(initial.net, majority_answer(answers)))
+        baseline = _score(initial, datamodule, Baseline(initial.net, majority_answer(answers)), limit=limit)
         model = instantiate(cfg.model).eval()
         model.on_load_checkpoint(checkpoint)
         model.load_state_dict(checkpoint["state_dict"], strict=False)
@@ -141,8 +147,9 @@ def main() -> None:
             datamodule,
             generate_with(model),
             lambda n, b: b if n.startswith("synthetic_img_refseg") else None,
+            limit,
         )
-        shuffled = _score(model, datamodule, generate_with(model), _shuffled_expressions)
+        shuffled = _score(model, datamodule, generate_with(model), _shuffled_expressions, limit)
 
     tasks = {name: s.task for name, s in datamodule.test_sources.items()}
     final = {
@@ -177,7 +184,8 @@ def main() -> None:
         "# Stage-2 (image tasks) training on the embedded default",
         "",
         f"Date {result['date']}; machine: {result['machine']}. Command: `{result['command']}` on a fresh output "
-        f"folder (stage 1 trained first, then stage 2, then the test split; the synthetic data already existed). "
+        f"folder (stage 1 trained first, then stage 2, then the test split; "
+        f"{'the synthetic data already existed' if data_existed else 'the synthetic data generated on the way'}). "
         f"Script: `python benchmarks/bench_joint_image.py`.",
         "",
         f"Wall time of the whole command: **{wall / 60:.1f} min** for {steps['stage 1']} stage-1 and "

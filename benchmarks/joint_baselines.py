@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from x2sam_lightning.lightning.evaluation import task_kind
+from x2sam_lightning.data.templates import task_kind
 from x2sam_lightning.models.x2sam import DecodeInstance, X2SAMOutput
 from x2sam_lightning.types import SegBatch
 

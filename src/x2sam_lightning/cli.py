@@ -107,7 +107,9 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
 
 def _print_metrics(title: str, metrics: dict[str, Any], tasks: dict[str, str] | None = None) -> None:
     """Held-out metrics: every value, or with ``tasks`` (source -> task) each source's headline columns
-    (the results table's, in percent; every value is in the metrics JSON of the run)."""
+    (the results table's, in percent; every value is in the metrics JSON of the run). First process only."""
+    if not _is_first_process():
+        return
     from x2sam_lightning.metrics.report import headline_row
 
     rows = {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))}
@@ -130,12 +132,18 @@ def _print_metrics(title: str, metrics: dict[str, Any], tasks: dict[str, str] | 
 
 def resolve_stage1_checkpoint(cfg: Any) -> None:
     """``model.stage1_checkpoint: auto``: the newest checkpoint of the stage-1 experiment under
-    ``paths.output_dir``; if there is none, train stage 1 first (its own experiment, same data and output
-    folders). The resolved path replaces ``auto`` in the config (and so in the run's saved config)."""
-    from omegaconf import open_dict
+    ``paths.output_dir``; if there is none, train stage 1 first (its own experiment with
+    ``stage1_overrides``, same data and output folders; nothing else of this command line applies to it).
+    The resolved path replaces ``auto`` in the config and in the run's saved ``config.yaml``. A fit that
+    resumes (``ckpt_path``) needs no stage 1: the restored checkpoint holds those weights."""
+    from omegaconf import OmegaConf, open_dict
 
     from x2sam_lightning.config import compose_config
 
+    if cfg.get("ckpt_path") and cfg.model.get("stage1_checkpoint"):
+        with open_dict(cfg):
+            cfg.model.stage1_checkpoint = None
+        return
     if cfg.model.get("stage1_checkpoint") != "auto":
         return
     experiment = cfg.get("stage1_experiment") or "agnostic"
@@ -153,11 +161,13 @@ def resolve_stage1_checkpoint(cfg: Any) -> None:
     print(f"stage 2 starts from the stage-1 checkpoint {found[-1]}")
     with open_dict(cfg):
         cfg.model.stage1_checkpoint = str(found[-1])
+    if _is_first_process():
+        OmegaConf.save(cfg, Path(cfg.paths.run_dir) / "config.yaml", resolve=False)
 
 
 def run_fit(cfg: Any) -> dict[str, float]:
+    shapes = _checkpoint_of(cfg)  # a bad ckpt_path is reported before stage 1 may be trained
     resolve_stage1_checkpoint(cfg)
-    shapes = _checkpoint_of(cfg)
     datamodule, module, trainer = build_run(cfg)
     _check_fits(cfg, shapes, module)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -241,6 +251,11 @@ def _one_line_code(error: BaseException) -> int | None:
     return None
 
 
+def _is_first_process() -> bool:
+    """False in the processes Lightning's DDP launcher starts beside the first (``LOCAL_RANK`` > 0)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
 def _hydra_entry() -> int:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -250,8 +265,15 @@ def _hydra_entry() -> int:
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _run(cfg: DictConfig) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, Path(cfg.paths.run_dir) / "config.yaml", resolve=False)
+        if _is_first_process():
+            Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(cfg, Path(cfg.paths.run_dir) / "config.yaml", resolve=False)
+        else:  # a DDP worker: its own timestamp would name another folder; share the first process's
+            from hydra.core.hydra_config import HydraConfig
+            from omegaconf import open_dict
+
+            with open_dict(cfg):
+                cfg.paths.run_dir = HydraConfig.get().run.dir
         try:
             metrics = VERBS[cfg.verb](cfg)
         except Exception as error:
@@ -261,7 +283,7 @@ def _hydra_entry() -> int:
             print(f"error: {error}", file=sys.stderr)
             status["code"] = code
             return
-        if metrics:
+        if metrics and _is_first_process():
             (Path(cfg.paths.run_dir) / f"{cfg.verb}_metrics.json").write_text(json.dumps(metrics, indent=2))
 
     _run()
@@ -276,11 +298,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE.format(experiments=experiments))
         return 0 if args else 2
     verb, overrides = args[0], args[1:]
+    if verb.startswith("verb="):  # a DDP worker: Lightning relaunches the rewritten command line below
+        verb = verb.partition("=")[2]
+    hydra_help = any(o in {"--help", "-h", "--hydra-help"} for o in overrides)
     try:
         if verb not in VERBS:
             raise UsageError(f"unknown verb '{verb}'; expected one of: {', '.join(VERBS)}")
         _check_experiments(overrides)
-        if not any(o.partition("=")[0].lstrip("+") == "experiment" for o in overrides):
+        if not hydra_help and not any(o.partition("=")[0].lstrip("+") == "experiment" for o in overrides):
             raise UsageError(f"no experiment selected: add +experiment=NAME ({experiments})")
     except UsageError as error:
         print(f"error: {error}\n\n" + USAGE.format(experiments=experiments), file=sys.stderr)

@@ -8,10 +8,12 @@ from helpers.vlm import build_stage2, hand_made_batch
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
+from x2sam_lightning.lightning.checkpoint_files import CheckpointError, check_checkpoint
 from x2sam_lightning.lightning.checkpoints import (
     STAGE1_FORMAT,
     load_checkpoint,
     load_stage1_into,
+    load_stage1_parts,
     stage1_metadata,
 )
 from x2sam_lightning.lightning.x2sam_joint import STAGE2_FORMAT
@@ -43,6 +45,18 @@ def test_stage1_decoder_loads_into_the_stage2_model(tmp_path, stage2_dir):
     for k, v in condition_before.items():
         assert torch.equal(decoder.state_dict()[k], v)
     assert all((layer.condition_attn.attn.out_proj.weight == 0).all() for layer in decoder.layers)
+
+
+def test_a_record_listing_only_the_decoders_still_hands_over_the_mask_encoder(tmp_path):
+    """Stage-1 checkpoints written before the mask encoder was handed over record the decoders only."""
+    stage1, path = _stage1_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint[STAGE1_FORMAT]["parts"]["mask_encoder"]
+    torch.save(checkpoint, path)
+    parts = load_stage1_parts(path)
+    assert set(parts) == {"mask_encoder", "pixel_decoder", "mask_decoder"}
+    for name, tensor in stage1.segmentor.mask_encoder.state_dict().items():
+        assert torch.equal(parts["mask_encoder"][name], tensor)
 
 
 def test_a_checkpoint_of_another_preset_is_refused_with_the_reasons(tmp_path, stage2_dir):
@@ -92,3 +106,13 @@ def test_stage2_checkpoint_round_trip_gives_the_same_outputs(tmp_path, stage2_di
     saved[STAGE2_FORMAT]["base_digest"] = "0" * 64
     with pytest.raises(ValueError, match="another base model"):
         restored.on_load_checkpoint(saved)
+
+
+def test_a_stage1_checkpoint_given_as_stage2_ckpt_path_is_refused_before_the_trainer(tmp_path, stage2_dir):
+    import lightning
+
+    stage1, _ = _stage1_checkpoint(tmp_path)
+    path = tmp_path / "stage1_as_stage2.ckpt"
+    torch.save({"state_dict": stage1.state_dict(), "pytorch-lightning_version": lightning.__version__}, path)
+    with pytest.raises(CheckpointError, match=r"stage1_as_stage2.ckpt.*missing from the checkpoint \(net\."):
+        check_checkpoint(path, build_stage2(stage2_dir))

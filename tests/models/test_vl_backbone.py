@@ -124,6 +124,27 @@ def test_new_tokens_learn_and_old_rows_stay(folder):
     assert delta[0].abs().sum() > 0 and delta[1].abs().sum() == 0
 
 
+@pytest.mark.parametrize("lora", [{"r": 4, "lora_alpha": 8}, None], ids=["lora", "frozen_llm"])
+def test_new_tokens_output_rows_learn_when_untied(tmp_path, lora):
+    untied = save_tiny_qwen3vl(tmp_path / "untied", TinyQwen3VLConfig(tie_word_embeddings=False))
+    vl = VLBackbone(str(untied), lora=lora)
+    ids, mask, mm, pixels, grid = _inputs(vl)
+    seg, open_tag = vl.token_ids["<SEG>"], vl.token_ids["<p>"]
+    logits, _ = vl(ids, mask, mm, pixels, grid)
+    assert torch.equal(logits[0, -1, seg], logits[0, -1, open_tag])  # both rows start at the mean row
+    optimizer = torch.optim.SGD([p for p in vl.parameters() if p.requires_grad], lr=1e-3)
+    (logits[0, -1, open_tag] - logits[0, -1, seg]).backward()  # descent raises <SEG> over <p>
+    optimizer.step()
+    with torch.no_grad():
+        logits, _ = vl(ids, mask, mm, pixels, grid)
+    assert logits[0, -1, seg] > logits[0, -1, open_tag]
+
+
+def test_lora_needs_a_frozen_llm(folder):
+    with pytest.raises(ValueError, match="freeze_llm"):
+        VLBackbone(str(folder), lora={"r": 4}, freeze_llm=False)
+
+
 def test_regions_are_spliced_at_their_tokens_only(folder):
     vl = VLBackbone(str(folder), lora=None).eval()
     ids, mask, mm, pixels, grid = _inputs(vl, "<image>Segment <p><region></p> please.")

@@ -79,3 +79,18 @@ def test_target_copies_repeat_per_condition_targets_only(module):
     copied = instance_targets(out.instances, batch, copies=3)
     assert [len(t) for t in copied] == [len(single[0]), 3 * len(single[1]), len(single[2])]
     assert copied[1].labels.tolist() == [0, 0, 0]
+
+
+def test_same_words_are_no_contrastive_negative(module):
+    net = module.net
+    p, q, seg, pad = net.p_start, net.p_end, net.seg_id, net.pad_id
+    ids = torch.tensor([[p, 5, 6, q, seg, pad, pad, pad, pad], [p, 5, 6, q, seg, p, 7, q, seg]])
+    spans = net.find_conditions(ids)
+    instances = net.plan_instances(ids, spans, ["per_condition"] * 2, contrastive=True)
+    columns = [[i.conditions[k] for k in range(len(i.conditions))] for i in instances]
+    owns = [i.conditions[i.own] for i in instances]
+    assert owns == [(0, 0), (1, 0), (1, 1)]
+    assert columns == [[(0, 0), (1, 1)], [(1, 0), (1, 1)], [(0, 0), (1, 0), (1, 1)]]
+    # Evaluation scores a <SEG> against its own sample's conditions only.
+    evaluated = net.plan_instances(ids, spans, ["per_condition"] * 2, contrastive=False)
+    assert [i.conditions for i in evaluated] == [[(0, 0)], [(1, 0), (1, 1)], [(1, 0), (1, 1)]]

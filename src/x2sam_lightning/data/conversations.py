@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from x2sam_lightning.data.errors import SampleError
 from x2sam_lightning.data.templates import (
     EVAL_TEMPLATE,
     answer,
@@ -83,8 +84,18 @@ MAX_TRAIN_REGIONS = 8
 _MARKERS = re.compile("|".join(re.escape(m) for m in (P_START, P_END, SEG, REGION, IMAGE, VIDEO)))
 
 
-class ConversationError(ValueError):
-    """A sample whose annotations cannot make a conversation of the requested task."""
+class ConversationError(SampleError):
+    """A sample whose annotations cannot make a conversation of its source's task.
+
+    A :class:`~x2sam_lightning.data.errors.SampleError` (``ConversationError(shard, key, problem)``), so the
+    data path treats it like any bad sample: ``on_error`` raises or skips and counts it, the source's
+    failure guard ends a source none of whose samples can be used, and the CLI reports it as one line.
+    """
+
+    def _format(self) -> str:
+        if not self.url and self.key:  # a sample built in memory (tests, the predictor): no shard to name
+            return f"sample {self.key!r}: {self.problem}"
+        return super()._format()
 
 
 def eval_generator(key: str, *parts: Any) -> np.random.Generator:
@@ -112,14 +123,17 @@ def build_conversation(
             the first of :data:`EVAL_PROMPT_TYPES`; training: default a random type per region).
 
     Raises:
-        ConversationError: the sample lacks what the task needs (no references, caption, prompted object).
+        ConversationError: naming the shard and key: the task has no builder, or the sample lacks what
+            the task needs (no references, caption, prompted object).
     """
     task = task or sample.task
     rng = rng if rng is not None else eval_generator(sample.key, prompt_type)
-    kind = task_kind(task)
-    builder = _BUILDERS.get(kind)
+    try:
+        builder = _BUILDERS.get(task_kind(task))
+    except ValueError as error:  # a malformed task id (e.g. a source whose task is "unknown")
+        raise ConversationError(sample.shard, sample.key, str(error)) from None
     if builder is None:
-        raise ConversationError(f"no conversation builder for task {task!r} (sample {sample.key!r})")
+        raise ConversationError(sample.shard, sample.key, f"no conversation builder for task {task!r}")
     if prompt_type is not None and prompt_type not in PROMPT_TYPES:
         raise ValueError(f"unknown prompt type {prompt_type!r}; expected one of {PROMPT_TYPES}")
     return builder(_Context(sample, task, rng, train, prompt_type))
@@ -142,7 +156,7 @@ class _Context:
         self.objects = [by_id.get(obj_id, {}) for obj_id in self.ids]
 
     def fail(self, problem: str) -> ConversationError:
-        return ConversationError(f"sample {self.sample.key!r} ({self.task}): {problem}")
+        return ConversationError(self.sample.shard, self.sample.key, f"{self.task} conversation: {problem}")
 
     def pick(self, options: Sequence[Any]) -> int:
         """Wording index: random in training, :data:`EVAL_TEMPLATE` in evaluation."""

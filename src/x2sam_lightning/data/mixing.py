@@ -16,7 +16,12 @@ Conversations (stage 2, ``conversations=True``): each sample gets the
 transform. Training draws wordings, choices and prompts from a generator seeded with ``(seed, batch
 index, slot in the batch)``, counter-based like the source schedule, so a resumed run builds the same
 conversation for the same sample at the same step; evaluation seeds it from the sample key (fixed
-templates and prompts) and yields prompted tasks once per prompt type (``EVAL_PROMPT_TYPES``).
+templates and prompts) and yields prompted tasks once per prompt type (``EVAL_PROMPT_TYPES``). A sample
+whose conversation cannot be built (a :class:`~x2sam_lightning.data.conversations.ConversationError`) is
+a bad sample like any other: ``on_error`` raises or skips and counts it, and a per-source
+:class:`~x2sam_lightning.data.shards.FailureGuard` (beside the reader's, which counts a sample as usable
+once it decodes) raises a ``SourceError`` when ``max_consecutive_failures`` of them go by without a batch
+(training) or a usable sample (evaluation) in between, instead of reading forever.
 
 Seam for the full mixer (stage 2): the sample streams inside each source restart after a resume, on a
 fresh seeded shard order (derived from the resume point, so the first samples are not simply repeated);
@@ -39,7 +44,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from x2sam_lightning.data.collate import collate_samples
 from x2sam_lightning.data.conversations import EVAL_PROMPT_TYPES, build_conversation, eval_generator
-from x2sam_lightning.data.shards import ClipSampler, OnError, iter_source
+from x2sam_lightning.data.errors import SampleError
+from x2sam_lightning.data.shards import ClipSampler, FailureGuard, OnError, iter_source, skip_sample
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.types import SegBatch, SegSample
@@ -159,11 +165,16 @@ class MixedBatchStream(IterableDataset):
     def batch_size_for(self, name: str) -> int:
         return self.video_batch_size if self.sources[name].modality == "video" else self.batch_size
 
+    def _guard(self, name: str) -> FailureGuard:
+        source = self.sources[name]
+        return FailureGuard(name, source.where, source.max_consecutive_failures)
+
     def __iter__(self) -> Iterator[SegBatch]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         resume_point = self.start_batch
         streams: dict[str, Iterator[SegSample]] = {}
+        guards: dict[str, FailureGuard] = {}
         buckets: dict[str, dict[int, list[SegSample]]] = defaultdict(lambda: defaultdict(list))
         # Worker w builds global batches w, w + W, ...; the DataLoader hands them out in that order.
         first = self.start_batch + worker
@@ -184,14 +195,20 @@ class MixedBatchStream(IterableDataset):
                     shuffle_buffer=self.shuffle_buffer,
                     on_error=self.on_error,
                 )
-            batch = self._fill(name, index, streams[name], buckets[name])
+                guards[name] = self._guard(name)
+            batch = self._fill(name, index, streams[name], buckets[name], guards[name])
             # Kept in this worker's copy: a re-iterated persistent worker continues where it stopped
             # (its next index is start_batch + worker again).
             self.start_batch = index + workers - worker
             yield batch
 
     def _fill(
-        self, name: str, index: int, stream: Iterator[SegSample], bucket: dict[int, list[SegSample]]
+        self,
+        name: str,
+        index: int,
+        stream: Iterator[SegSample],
+        bucket: dict[int, list[SegSample]],
+        guard: FailureGuard,
     ) -> SegBatch:
         """Temporal-aware grouping: read samples until some clip length ``T`` has a full batch."""
         size = self.batch_size_for(name)
@@ -199,24 +216,30 @@ class MixedBatchStream(IterableDataset):
             sample = next(stream)
             group = bucket[sample.pixel_values.shape[0]]
             group.append(sample)
-            if len(group) == size and (not self.conversations or self._converse(name, index, group)):
+            if len(group) == size and (not self.conversations or self._converse(name, index, group, guard)):
                 batch = collate_samples(group)
                 group.clear()
                 return batch
 
-    def _converse(self, name: str, index: int, group: list[SegSample]) -> bool:
-        """Build the conversations of a full group (global batch ``index``); False if one was dropped."""
-        task = self.sources[name].task
+    def _converse(self, name: str, index: int, group: list[SegSample], guard: FailureGuard) -> bool:
+        """Build the conversations of a full group (global batch ``index``); False if one was dropped.
+
+        Only a full batch counts as a hit of ``guard``: the samples that did converse are built again
+        (with new slots) once the group refills, so counting them would let one good sample among bad
+        ones reset the guard for ever.
+        """
+        source = self.sources[name]
         for slot, sample in enumerate(group):
             rng = np.random.default_rng([self.seed, _CONVERSATION_STREAM, index, slot])
             try:
-                sample.conversation = build_conversation(sample, task, rng, train=True)
-            except ValueError as error:
+                sample.conversation = build_conversation(sample, source.task, rng, train=True)
+            except SampleError as error:
                 if self.on_error == "raise":
                     raise
-                log.warning("skipping sample %s of %s (%s): %s", sample.key, name, sample.shard, error)
                 del group[slot]
+                skip_sample(error, source.stats, guard)
                 return False
+        guard.hit()
         return True
 
     def state_dict(self) -> dict[str, Any]:
@@ -297,7 +320,8 @@ class EvalBatchStream(IterableDataset):
         batch_size, video_batch_size: samples per image / video batch.
         image_size: model input side.
         clip: which frames of each video to use (default: whole video up to 64 frames).
-        on_error: ``"raise"`` (default; an evaluation must not silently drop samples) or ``"skip"``.
+        on_error: ``"raise"`` (default; an evaluation must not silently drop samples) or ``"skip"`` (a
+            sample whose conversation cannot be built is skipped whole, every prompt type, and counted once).
         conversations: build each sample's Conversation (stage 2). Samples of a task in
             ``EVAL_PROMPT_TYPES`` are then yielded once per prompt type, in batches of one prompt type.
     """
@@ -321,23 +345,32 @@ class EvalBatchStream(IterableDataset):
         self.on_error = on_error
         self.conversations = bool(conversations)
 
-    def _variants(self, sample: SegSample) -> Iterator[SegSample]:
-        """The sample, or one copy per evaluation prompt type, each with its conversation."""
+    def _variants(self, sample: SegSample, guard: FailureGuard) -> list[SegSample]:
+        """The sample, or one copy per evaluation prompt type, each with its conversation; none when a
+        conversation cannot be built and ``on_error="skip"``."""
         if not self.conversations:
-            yield sample
-            return
+            return [sample]
         task = self.source.task
-        for prompt_type in EVAL_PROMPT_TYPES.get(task, (None,)):
-            rng = eval_generator(sample.key, prompt_type)
-            conversation = build_conversation(sample, task, rng, train=False, prompt_type=prompt_type)
-            yield replace(sample, conversation=conversation)
+        variants = []
+        try:
+            for prompt_type in EVAL_PROMPT_TYPES.get(task, (None,)):
+                rng = eval_generator(sample.key, prompt_type)
+                conversation = build_conversation(sample, task, rng, train=False, prompt_type=prompt_type)
+                variants.append(replace(sample, conversation=conversation))
+        except SampleError as error:
+            if self.on_error == "raise":
+                raise
+            skip_sample(error, self.source.stats, guard)
+            return []
+        guard.hit()
+        return variants
 
     def __iter__(self) -> Iterator[SegBatch]:
         bucket: dict[tuple[int, str | None], list[SegSample]] = defaultdict(list)
-        for decoded in iter_source(
-            self.source, self.transform, self.clip, train=False, on_error=self.on_error
-        ):
-            for sample in self._variants(decoded):
+        source = self.source
+        guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
+        for decoded in iter_source(source, self.transform, self.clip, train=False, on_error=self.on_error):
+            for sample in self._variants(decoded, guard):
                 prompt_type = sample.conversation.prompt_type if sample.conversation else None
                 group = bucket[(sample.pixel_values.shape[0], prompt_type)]
                 group.append(sample)

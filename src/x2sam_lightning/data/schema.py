@@ -58,6 +58,7 @@ TASKS = (
 _PREFIX = {"image": "img_", "video": "vid_"}
 #: Largest frame (height x width) read by default: a tiny PNG can claim 12000 x 12000.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Visual prompt types an object's stored ``prompt`` may hold, in the order evaluation reports them.
 PROMPT_TYPES = ("point", "scribble", "box", "mask")
 
 _SAMPLE_REQUIRED: dict[str, type | tuple[type, ...]] = {

@@ -21,7 +21,6 @@ for mp4), after the clip's frame indices are chosen, so only the needed frames a
 from __future__ import annotations
 
 import io
-import logging
 import random
 import re
 import warnings
@@ -39,7 +38,6 @@ from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import read_shard
 from x2sam_lightning.imports import require
 
-log = logging.getLogger(__name__)
 _FRAME = re.compile(r"^\d+\.(png|jpe?g)$")
 
 OnError = Literal["raise", "skip"]
@@ -332,19 +330,6 @@ def _check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
 
 
-def error_handler(on_error: OnError) -> Callable[[Exception], bool]:
-    """WebDataset-style handler: re-raise, or log a warning and continue (``True`` = skip the sample)."""
-    _check_on_error(on_error)
-
-    def handler(error: Exception) -> bool:
-        if on_error == "raise":
-            raise error
-        log.warning("skipping bad sample: %s", error)
-        return True
-
-    return handler
-
-
 class FailureGuard:
     """Counts reads in a row that gave no usable sample; past ``limit`` the source is given up on.
 
@@ -367,6 +352,14 @@ class FailureGuard:
 
     def hit(self) -> None:
         self.misses = 0
+
+
+def skip_sample(error: SampleError, stats: SkipStats, guard: FailureGuard) -> None:
+    """What ``on_error="skip"`` does with a bad sample, at any step of the data path (decoding or
+    building its conversation): one warning, one count in ``samples_skipped``, one miss of the guard."""
+    warn_skip(error)
+    stats.add("samples_skipped")
+    guard.miss()
 
 
 def _reader_info() -> tuple[int, int, int, int]:
@@ -521,9 +514,7 @@ def iter_source(
         except SampleError as error:
             if on_error == "raise":
                 raise
-            warn_skip(error)
-            source.stats.add("samples_skipped")
-            guard.miss()
+            skip_sample(error, source.stats, guard)
             continue
         out.source = source.name
         guard.hit()

@@ -15,10 +15,6 @@ from x2sam_lightning.data.tars import is_remote
 MAX_CONSECUTIVE_FAILURES = 1000
 
 
-def _is_remote(url: str) -> bool:  # kept for callers of the old name
-    return is_remote(url)
-
-
 class ShardSource:
     """One dataset split: its shards, size, task, modality and vocabulary.
 

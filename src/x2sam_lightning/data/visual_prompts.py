@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-#: Prompt types, in the order evaluation reports them.
-PROMPT_TYPES = ("point", "scribble", "box", "mask")
+from x2sam_lightning.data.schema import PROMPT_TYPES  # the shard format names the types; re-exported
+
 #: The image side the pixel constants below are meant for.
 REFERENCE_SIDE = 1024
 POINT_RADIUS = 10.0

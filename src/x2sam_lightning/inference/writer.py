@@ -1,4 +1,8 @@
-"""Write ``predict`` outputs as JSON lines: one line per sample, masks as COCO compressed RLE."""
+"""Write ``predict`` outputs as JSON lines: one line per predicted sample, masks as COCO compressed RLE.
+
+A prompted stage-2 sample (interactive, visual grounded) is predicted once per evaluation prompt type, so
+its key has one line per type; ``prompt_type`` (and ``template``) tell them apart.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ class PredictionWriter(BasePredictionWriter):
     """Appends each predicted batch to ``<output_dir>/predictions.rank<k>.jsonl``.
 
     Each line: ``{"key", "source", "task", "objects": [{"score", "label", "masks": [RLE per frame]}]}``;
-    stage 2 adds the generated ``"reply"`` and, per object, the ``"condition"`` text it segments.
+    stage 2 adds the conversation's ``"prompt_type"`` (null unless the task is prompted) and
+    ``"template"``, the generated ``"reply"`` and, per object, the ``"condition"`` text it segments.
     """
 
     def __init__(self, output_dir: str | Path) -> None:
@@ -47,5 +52,6 @@ class PredictionWriter(BasePredictionWriter):
                 ]
                 for obj, condition in zip(objects, sample.get("conditions", [])):
                     obj["condition"] = condition
-                record = {k: sample[k] for k in ("key", "source", "task", "reply") if k in sample}
+                fields = ("key", "source", "task", "prompt_type", "template", "reply")
+                record = {k: sample[k] for k in fields if k in sample}
                 handle.write(json.dumps({**record, "objects": objects}) + "\n")

@@ -132,8 +132,8 @@ def checkpoint_shapes(path: str | os.PathLike, verb: str = "validate") -> dict[s
 
 def check_checkpoint(path: str | os.PathLike, module: Any, verb: str = "validate") -> None:
     """:func:`checkpoint_shapes`, then the checkpoint's ``state_dict`` keys and shapes against
-    ``module.state_dict()`` (missing keys only when ``module.strict_loading``; skipped for modules that
-    build their layers in ``configure_model``).
+    ``module.state_dict()`` (missing keys: those of ``module.checkpoint_keys()`` when it has one, else all
+    when ``module.strict_loading``; skipped for modules that build their layers in ``configure_model``).
 
     Raises:
         CheckpointError: as :func:`checkpoint_shapes`, or a checkpoint of another configuration (naming
@@ -151,8 +151,14 @@ def compare_state(path: Path, state: dict[str, list[int]], module: Any) -> None:
         return  # its layers exist only inside the Trainer's strategy
     expected = module.state_dict()
     problems = []
-    if getattr(module, "strict_loading", True):
-        if absent := sorted(set(expected) - set(state)):
+    # A module that saves only part of its weights (stage 2: not the frozen base) names what it needs;
+    # one that loads non-strictly otherwise is checked for shapes only.
+    if hasattr(module, "checkpoint_keys"):
+        required: set[str] | None = module.checkpoint_keys()
+    else:
+        required = set(expected) if getattr(module, "strict_loading", True) else None
+    if required is not None:
+        if absent := sorted(required - set(state)):
             problems.append(f"{len(absent)} model keys missing from the checkpoint ({_listed(absent)})")
         if extra := sorted(set(state) - set(expected)):
             problems.append(f"{len(extra)} checkpoint keys not in the model ({_listed(extra)})")

@@ -80,12 +80,16 @@ def load_stage1_parts(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
         raise ValueError(f"{path}: not a stage-1 (AgnosticSegmentor) checkpoint: no '{STAGE1_FORMAT}' record")
     state = checkpoint["state_dict"]
     parts: dict[str, dict[str, torch.Tensor]] = {}
-    for part, shapes in record["parts"].items():
+    # Parts come from the weights (records written before the mask encoder was handed over list only
+    # the decoders); the record's shapes say what must be there.
+    for part in dict.fromkeys([*STAGE1_PARTS, *record["parts"]]):
         prefix = f"{_PREFIX}{part}."
-        parts[part] = {name[len(prefix) :]: t for name, t in state.items() if name.startswith(prefix)}
-        missing = sorted(set(shapes) - set(parts[part]))
+        weights = {name[len(prefix) :]: t for name, t in state.items() if name.startswith(prefix)}
+        missing = sorted(set(record["parts"].get(part, {})) - set(weights))
         if missing:
             raise ValueError(f"{path}: {part} weights missing from the state dict: {missing[:5]}")
+        if weights:
+            parts[part] = weights
     return parts
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from x2sam_lightning.data.templates import task_kind
 from x2sam_lightning.metrics.chat_accuracy import ChatAccuracy
 from x2sam_lightning.metrics.factory import TaskMetricCollection, collection_from_partials
 from x2sam_lightning.metrics.grefcoco import GRefCOCOIoU
@@ -53,11 +54,6 @@ def build_metrics(
         accepted = inspect.signature(getattr(partial, "func", partial)).parameters
         kwargs[name] = {k: v for k, v in vocabulary.items() if k in accepted}
     return collection_from_partials(task, members, **kwargs)
-
-
-def task_kind(task: str) -> str:
-    """``img_refseg`` -> ``refseg`` (the evaluator of a task does not depend on its modality prefix)."""
-    return task.split("_", 1)[1] if "_" in task else task
 
 
 class Evaluator:
@@ -279,13 +275,15 @@ class Evaluator:
         for b, conversation in enumerate(batch.conversations):
             index = self._set_instance(out, b)
             preds, targets = [], []
+            if index is not None:
+                logits = self._prompt_logits(out, index, len(conversation.condition_objects))
+                masks = self._instance_masks(batch, out, index)
             for k, objects in enumerate(conversation.condition_objects):
                 if index is None:
                     preds.append(self._empty(batch, b)[0])
                 else:
-                    logits = self._prompt_logits(out, index, len(conversation.condition_objects))
                     query, _ = best_query(logits, k, self.class_loss)
-                    preds.append(self._instance_masks(batch, out, index)[query, 0] > 0)
+                    preds.append(masks[query, 0] > 0)
                 targets.append(self._union(batch, b, objects)[0])
             if preds:
                 metric = self._member(metrics, conversation.prompt_type)

@@ -8,7 +8,7 @@ Optimisation: parameter groups with their own learning rates (the paper: mask en
 Checkpoints hold only what training changes (the frozen base weights of the vision-language model stay
 in its local folder) plus an ``x2sam_stage2`` record: the base folder and the digest of its config, and
 the model config when the CLI built the module, so a checkpoint names what rebuilds it. Loading checks
-that exactly the frozen base weights are absent and that the base folder is the same.
+that every trainable weight is there, nothing unknown is, and the base model is the same one.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from x2sam_lightning.data.templates import task_kind
+from x2sam_lightning.lightning.checkpoint_files import CheckpointError
 from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
 from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.evaluation import Evaluator, build_metrics
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.metrics.factory import TaskMetricCollection, to_floats
+from x2sam_lightning.models.criterion import num_masks_across_processes
 from x2sam_lightning.models.region_sampler import RegionSampler
 from x2sam_lightning.models.segmentor import Segmentor
 from x2sam_lightning.models.vl_backbone import VLBackbone
@@ -51,7 +54,7 @@ class X2SAMJoint(L.LightningModule):
         metrics: ``{task: {member: metric partial}}`` (``conf/model/metrics``); each evaluated source gets
             its own collection (vocabulary arguments filled from the source's categories).
         stage1_checkpoint: a stage-1 checkpoint to initialise ``stage1_parts`` of the segmentor from when
-            a fit starts (not when it resumes).
+            a fit starts (the CLI drops it when a fit resumes: the restored checkpoint holds those weights).
         stage1_parts: which segmentor parts to take from it.
         lr_overrides: ``{parameter-name prefix: lr}`` (e.g. ``{net.segmentor.mask_encoder: 1e-5}``).
         weight_decay: AdamW weight decay (not for norms, biases, embeddings).
@@ -116,7 +119,7 @@ class X2SAMJoint(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         path = self.hparams.stage1_checkpoint
-        if stage == "fit" and path and not (self._trainer is not None and self.trainer.ckpt_path):
+        if stage == "fit" and path:
             report = load_stage1_into(self.net.segmentor, path, self.hparams.stage1_parts)
             log.info(
                 "initialised %s from stage-1 checkpoint %s (new in stage 2: %d tensors; dropped: %s)",
@@ -143,6 +146,10 @@ class X2SAMJoint(L.LightningModule):
             for name, value in losses.items():
                 if name.count("_") == 1:  # final-layer terms only
                     self.log(f"train/{name}", value, batch_size=size)
+        elif task_kind(batch.tasks[0]) != "chat":
+            # Every rank draws the same source; one whose expressions all refer to nothing has no <SEG>
+            # while the others wait in the criterion's mask-count all-reduce: take part in it.
+            num_masks_across_processes([], self.device)
         if loss is None:
             raise ValueError(f"batch of {batch.source!r} ({batch.tasks[0]}) has nothing to learn: no answer")
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -155,23 +162,33 @@ class X2SAMJoint(L.LightningModule):
         names = getattr(datamodule, f"{stage}_source_names", None)
         return names[dataloader_idx] if names else batch.source
 
+    def source_metrics(self, task: str, source: Any | None) -> TaskMetricCollection:
+        """A fresh metric collection for one evaluated source: its ``variant`` picks the benchmark's
+        rules (``task:variant`` in ``model.metrics``), its categories fill the vocabulary arguments."""
+        variant = getattr(source, "variant", None)
+        key = f"{task}:{variant}" if variant else task
+        if key not in self.metric_partials:
+            raise KeyError(
+                f"no metrics configured for task {key!r} (model.metrics has {sorted(self.metric_partials)})"
+            )
+        return build_metrics(key, self.metric_partials[key], getattr(source, "categories", None) or [])
+
     def _collection(self, stage: str, source: str, task: str) -> TaskMetricCollection:
         key = f"{stage}__{source}"
         if key not in self.eval_metrics:
             datamodule = getattr(self.trainer, "datamodule", None)
             sources = getattr(datamodule, f"{stage}_sources", {}) or {}
-            variant = getattr(sources.get(source), "variant", None)
-            task = f"{task}:{variant}" if variant else task
-            if task not in self.metric_partials:
-                raise KeyError(
-                    f"no metrics configured for task {task!r} (model.metrics has {sorted(self.metric_partials)})"
-                )
-            categories = sources[source].categories if source in sources else []
-            self.eval_metrics[key] = build_metrics(task, self.metric_partials[task], categories).to(
-                self.device
-            )
+            self.eval_metrics[key] = self.source_metrics(task, sources.get(source)).to(self.device)
             self._evaluated[stage].append(source)
         return self.eval_metrics[key]
+
+    def _create_collections(self, stage: str) -> None:
+        """Every source's collection before the first batch, in the datamodule's order: under DDP a rank
+        that draws no batch of a source must still take part in that source's metric sync."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sources = getattr(datamodule, f"{stage}_sources", None) or {}
+        for name in getattr(datamodule, f"{stage}_source_names", None) or []:
+            self._collection(stage, name, sources[name].task)
 
     def _evaluate(self, batch: SegBatch, stage: str, dataloader_idx: int) -> None:
         source = self._source_name(stage, dataloader_idx, batch)
@@ -198,6 +215,12 @@ class X2SAMJoint(L.LightningModule):
             for name, value in to_floats(collection.compute()).items():
                 self.log(f"{stage}/{source}/{name}", value, sync_dist=False)
             collection.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._create_collections("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._create_collections("test")
 
     def on_validation_epoch_end(self) -> None:
         log_skip_stats(self)
@@ -252,6 +275,10 @@ class X2SAMJoint(L.LightningModule):
         trainable = {f"{prefix}{k}" for k in self.net.vl_backbone.trainable_state_dict()}
         return {f"{prefix}{k}" for k in self.net.vl_backbone.state_dict()} - trainable
 
+    def checkpoint_keys(self) -> set[str]:
+        """What a checkpoint of this module must hold: everything but the frozen base weights."""
+        return set(self.state_dict()) - self._frozen_base_keys()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         frozen = self._frozen_base_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
@@ -264,21 +291,23 @@ class X2SAMJoint(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        path = (self._trainer is not None and self.trainer.ckpt_path) or "(given checkpoint)"
         record = checkpoint.get(STAGE2_FORMAT)
         if record is None:
-            raise ValueError("not a stage-2 (X2SAMJoint) checkpoint: no 'x2sam_stage2' record")
+            raise CheckpointError(path, "not a stage-2 (X2SAMJoint) checkpoint: no 'x2sam_stage2' record")
         backbone: VLBackbone = self.net.vl_backbone
         if record["base_digest"] != backbone.base_digest:
-            raise ValueError(
+            raise CheckpointError(
+                path,
                 f"the checkpoint was trained on the base model at {record['base_model']} (config digest "
                 f"{record['base_digest'][:12]}), this model loads {backbone.pretrained_path} "
-                f"({backbone.base_digest[:12]}): another base model"
+                f"({backbone.base_digest[:12]}): another base model",
             )
         saved = set(checkpoint["state_dict"])
-        expected = set(self.state_dict()) - self._frozen_base_keys()
-        missing, unexpected = sorted(expected - saved), sorted(saved - set(self.state_dict()))
+        missing, unexpected = sorted(self.checkpoint_keys() - saved), sorted(saved - set(self.state_dict()))
         if missing or unexpected:
-            raise ValueError(
+            raise CheckpointError(
+                path,
                 f"the checkpoint does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
             )

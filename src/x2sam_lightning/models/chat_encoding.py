@@ -25,6 +25,7 @@ from x2sam_lightning.types import Conversation
 
 IGNORE_INDEX = -100
 _MARKERS = re.compile("(" + "|".join(re.escape(m) for m in (IMAGE, VIDEO, P_START, P_END, SEG, REGION)) + ")")
+_TEXT_CACHE_SIZE = 4096
 
 
 @dataclass
@@ -35,20 +36,16 @@ class EncodedChat:
         input_ids: token ids.
         labels: the id where the token is learned, else ``-100``.
         mm_token_type_ids: 1 at image tokens, 0 elsewhere (Qwen3-VL's M-RoPE needs it).
-        condition_spans: per condition, ``(first, last)`` token index of its ``<p>`` and ``</p>``.
-        seg_positions: token index of every ``<SEG>``.
         region_positions: token indices of every ``<region>`` token (all regions, in order).
-        assistant_start: index of the first token of the first assistant turn's content (generation
-            starts there), or ``len(input_ids)`` when the conversation has no assistant turn.
+
+    Conditions and ``<SEG>`` are found again in the ids (``X2SAM.find_conditions``): a generated reply
+    is read the same way as an encoded one.
     """
 
     input_ids: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     mm_token_type_ids: list[int] = field(default_factory=list)
-    condition_spans: list[tuple[int, int]] = field(default_factory=list)
-    seg_positions: list[int] = field(default_factory=list)
     region_positions: list[int] = field(default_factory=list)
-    assistant_start: int = -1
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -84,23 +81,24 @@ class ChatEncoder:
         self._text_cache: dict[str, list[int]] = {}
 
     def _text(self, text: str) -> list[int]:
+        if len(self._text_cache) >= _TEXT_CACHE_SIZE:  # captions and expressions rarely repeat: stay bounded
+            self._text_cache.clear()
         if text not in self._text_cache:
             self._text_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._text_cache[text]
 
     def encode(self, conversation: Conversation, generation_prompt: bool = False) -> EncodedChat:
-        """Encode every turn; with ``generation_prompt`` stop after the user turns and open the reply."""
+        """Encode every turn; with ``generation_prompt`` stop before the last reply (the one evaluation
+        scores: ``Conversation.answer``; earlier turns stay as context) and open it."""
         out = EncodedChat()
         open_span: int | None = None
         messages = conversation.messages
         if generation_prompt:
-            first_reply = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
-            messages = messages[:first_reply]
+            replies = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+            messages = messages[: replies[-1]] if replies else messages
         for message in messages:
             role, learned = message["role"], message["role"] == "assistant"
             self._append(out, [self.ids["<|im_start|>"], *self._text(f"{role}\n")], learned=False)
-            if learned and out.assistant_start < 0:
-                out.assistant_start = len(out)
             for piece in _MARKERS.split(message["content"]):
                 if not piece:
                     continue
@@ -122,10 +120,8 @@ class ChatEncoder:
                     if open_span is None:
                         raise ValueError(f"{P_END} without {P_START} in {message['content']!r}")
                     self._append(out, [self.ids[P_END]], learned)
-                    out.condition_spans.append((open_span, len(out) - 1))
                     open_span = None
                 elif piece == SEG:
-                    out.seg_positions.append(len(out))
                     self._append(out, [self.ids[SEG]], learned)
                 else:
                     self._append(out, self._text(piece), learned)
@@ -135,9 +131,6 @@ class ChatEncoder:
             raise ValueError(f"unclosed {P_START} in conversation {conversation.template!r}")
         if generation_prompt:
             self._append(out, [self.ids["<|im_start|>"], *self._text("assistant\n")], learned=False)
-            out.assistant_start = len(out)
-        elif out.assistant_start < 0:
-            out.assistant_start = len(out)
         return out
 
     @staticmethod
@@ -149,14 +142,13 @@ class ChatEncoder:
 
 def pad_batch(chats: Sequence[EncodedChat], pad_id: int, left: bool = False) -> dict[str, Tensor]:
     """Stack encoded chats: ``input_ids``, ``labels``, ``mm_token_type_ids``, ``attention_mask`` ``[B, L]``
-    and ``offsets [B]`` (how far each chat's indices moved: non-zero only with left padding)."""
+    (right padded, or left padded for generation)."""
     length = max(len(c) for c in chats)
     batch = {
         "input_ids": torch.full((len(chats), length), pad_id, dtype=torch.long),
         "labels": torch.full((len(chats), length), IGNORE_INDEX, dtype=torch.long),
         "mm_token_type_ids": torch.zeros(len(chats), length, dtype=torch.long),
         "attention_mask": torch.zeros(len(chats), length, dtype=torch.long),
-        "offsets": torch.zeros(len(chats), dtype=torch.long),
     }
     for b, chat in enumerate(chats):
         start = length - len(chat) if left else 0
@@ -165,5 +157,4 @@ def pad_batch(chats: Sequence[EncodedChat], pad_id: int, left: bool = False) -> 
         batch["labels"][b, span] = torch.tensor(chat.labels)
         batch["mm_token_type_ids"][b, span] = torch.tensor(chat.mm_token_type_ids)
         batch["attention_mask"][b, span] = 1
-        batch["offsets"][b] = start
     return batch

@@ -7,8 +7,8 @@ consecutive groups of ``pool_kernel`` points are averaged: ``num_points / pool_k
 the feature width. A learned projector (in :class:`~x2sam_lightning.models.x2sam.X2SAM`) maps them to
 the LLM width. The authors use 256 points and kernel 4 (64 tokens per region).
 
-The points come from a ``torch.Generator``: training passes a fresh one, evaluation a fixed seed, so
-evaluation prompts give the same tokens every run.
+The points come from a ``torch.Generator``: training passes none (the global generator, seeded by
+Lightning), evaluation one with a fixed seed, so evaluation prompts give the same tokens every run.
 """
 
 from __future__ import annotations

@@ -28,10 +28,19 @@ from torch import Tensor, nn
 
 from x2sam_lightning.models.tiny_qwen3vl import ensure_tiny_qwen3vl, folder_digest
 from x2sam_lightning.models.vision_inputs import VisionInputSpec, vision_inputs
-from x2sam_lightning.special_tokens import ADDED_TOKENS
+from x2sam_lightning.special_tokens import ADDED_TOKENS, REGION
 
 #: LoRA targets: the LLM's attention and MLP projections. The vision tower uses ``qkv``/``proj``/
 #: ``linear_fc*`` names, and the regex anchors on ``language_model`` anyway.
+#: Tokens of the prompt that a reply never contains (placeholders need features; a turn start ends it).
+PROMPT_ONLY_TOKENS = (
+    REGION,
+    "<|im_start|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
@@ -45,7 +54,8 @@ class VLBackbone(nn.Module):
             already holds the same one).
         lora: peft ``LoraConfig`` fields (``r``, ``lora_alpha``, ``lora_dropout``, ``target_modules``, ...);
             ``None`` trains the LLM fully (or not at all, see ``freeze_llm``).
-        freeze_llm: Freeze the LLM's own weights (LoRA adapters and new token rows stay trainable).
+        freeze_llm: Freeze the LLM's own weights (LoRA adapters and new token rows stay trainable); LoRA
+            needs it (peft freezes what it adapts).
         freeze_vision: Freeze the vision tower and its merger (the paper); the tiny random preset trains it.
         image_size: Side the frames are resized to for the vision tower (``None``: the segmentation size).
         gradient_checkpointing: Recompute LLM activations in backward (large models).
@@ -90,10 +100,15 @@ class VLBackbone(nn.Module):
             model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
             _init_new_rows(model, added)
         self.token_ids = {t: self.tokenizer.convert_tokens_to_ids(t) for t in ADDED_TOKENS}
-        for name in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"):
+        for name in (*PROMPT_ONLY_TOKENS, "<|im_end|>"):
             self.token_ids[name] = self.tokenizer.convert_tokens_to_ids(name)
         self.vision_spec = _vision_spec(path, model.config, image_size)
 
+        if lora is not None and not freeze_llm:
+            raise ValueError(
+                "model.vl_backbone: LoRA adapts a frozen LLM; set freeze_llm=true with lora, or lora=null to "
+                "train the LLM fully"
+            )
         model.requires_grad_(False)
         if not freeze_llm:
             model.model.language_model.requires_grad_(True)
@@ -101,11 +116,15 @@ class VLBackbone(nn.Module):
         if not freeze_vision:
             model.model.visual.requires_grad_(True)
         new_rows = [self.token_ids[t] for t in ADDED_TOKENS]
+        # An untied output layer has its own rows for the new tokens: they must learn too, or <SEG>, <p>
+        # and </p> keep equal logits for ever.
+        tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
         if lora is not None:
             from peft import LoraConfig, get_peft_model
 
             options = {"target_modules": DEFAULT_LORA_TARGETS, **dict(lora)}
-            options.setdefault("trainable_token_indices", {"embed_tokens": new_rows})
+            rows = {"embed_tokens": new_rows} if tied else {"embed_tokens": new_rows, "lm_head": new_rows}
+            options.setdefault("trainable_token_indices", rows)
             trainable_vision = not freeze_vision
             model = get_peft_model(model, LoraConfig(**options))
             if trainable_vision:  # peft freezes everything it does not adapt
@@ -216,7 +235,8 @@ class VLBackbone(nn.Module):
         max_new_tokens: int = 64,
     ) -> Tensor:
         """Greedy decoding of the reply (inputs left padded); returns the new tokens ``[B, N]``, padded with
-        ``<|endoftext|>`` after each sequence's ``<|im_end|>``."""
+        ``<|endoftext|>`` after each sequence's ``<|im_end|>``. Placeholders and turn starts
+        (:data:`PROMPT_ONLY_TOKENS`) are never generated."""
         eos = self.token_ids["<|im_end|>"]
         with self.regions_spliced(region_positions, region_features):
             out = self.model.generate(
@@ -228,6 +248,8 @@ class VLBackbone(nn.Module):
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 no_repeat_ngram_size=self.no_repeat_ngram_size,
+                # Fed back with the prompt to decode masks: a generated placeholder would need features.
+                suppress_tokens=[self.token_ids[t] for t in PROMPT_ONLY_TOKENS],
                 eos_token_id=eos,
                 pad_token_id=self.tokenizer.pad_token_id,
                 use_cache=True,
@@ -243,12 +265,16 @@ class VLBackbone(nn.Module):
 
     @staticmethod
     def _new_rows_trainable(model: nn.Module, rows: Sequence[int]) -> None:
-        """Without peft: train the whole input embedding but mask the gradient of every old row."""
-        weight = model.get_input_embeddings().weight
-        weight.requires_grad_(True)
-        mask = torch.zeros(weight.shape[0], 1)
-        mask[list(rows)] = 1.0
-        weight.register_hook(lambda grad: grad * mask.to(grad))
+        """Without peft: train the input (and an untied output) embedding but mask the gradient of every
+        old row."""
+        matrices = {
+            id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        }
+        for weight in matrices.values():
+            weight.requires_grad_(True)
+            mask = torch.zeros(weight.shape[0], 1)
+            mask[list(rows)] = 1.0
+            weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad))
 
 
 def _init_new_rows(model: nn.Module, added: int) -> None:

@@ -11,7 +11,8 @@ Data flow of one batch (DESIGN.md section 1)::
 Decoding instances (see :class:`~x2sam_lightning.types.Conversation`): a ``set`` sample's ``<SEG>`` is
 scored against that sample's conditions; a ``per_condition`` ``<SEG>`` belongs to the nearest condition
 before it and, in training, is scored against the conditions of every ``per_condition`` sample of the
-batch (the others are its negatives, as in the authors' code); in evaluation only against its own
+batch (the others are its negatives, as in the authors' code, except those of the very same words); in
+evaluation only against its own
 sample's, so a score does not depend on the batch it was computed in.
 
 Condition embedding = mean of the projected hidden states over the ``<p> .. </p>`` span (tags included, as
@@ -211,6 +212,13 @@ class X2SAM(nn.Module):
         shared = [
             (b, k) for b, mode in enumerate(modes) if mode == "per_condition" for k in range(len(spans[b]))
         ]
+        # The same words elsewhere in the batch are no negative of a condition: the target would contradict
+        # itself ("the red circle" both right and wrong).
+        words = {
+            (b, k): tuple(input_ids[b, first : last + 1].tolist())
+            for b, k in shared
+            for first, last in [spans[b][k]]
+        }
         instances = []
         for b, position in zip(seg_rows.tolist(), seg_cols.tolist()):
             if modes[b] == "set":
@@ -222,7 +230,10 @@ class X2SAM(nn.Module):
                 if not before:
                     continue
                 own = (b, before[-1])
-                columns = shared if contrastive else [(b, k) for k in range(len(spans[b]))]
+                if contrastive:
+                    columns = [c for c in shared if c == own or words[c] != words[own]]
+                else:
+                    columns = [(b, k) for k in range(len(spans[b]))]
                 instances.append(DecodeInstance(b, position, columns, columns.index(own)))
         return instances
 
@@ -273,6 +284,7 @@ class X2SAM(nn.Module):
         contrastive: bool = True,
         generator: torch.Generator | None = None,
         features: MaskEncoderOutput | None = None,
+        decode_from: list[int] | None = None,
     ) -> X2SAMOutput:
         """A teacher-forced pass over the batch's conversations (or the given encoded ``chats``).
 
@@ -283,6 +295,8 @@ class X2SAM(nn.Module):
             contrastive: score ``per_condition`` instances against the whole batch's conditions.
             generator: drives the region sampler's point draw.
             features: mask-encoder features of the batch, if already computed.
+            decode_from: per sample, the first position whose ``<SEG>`` is decoded (evaluation: the
+                generated reply's, not those of earlier turns given as context).
         """
         if not batch.conversations:
             raise ValueError(
@@ -304,6 +318,8 @@ class X2SAM(nn.Module):
         spans = self.find_conditions(tokens["input_ids"])
         modes = [c.mode for c in batch.conversations]
         instances = self.plan_instances(tokens["input_ids"], spans, modes, contrastive)
+        if decode_from is not None:
+            instances = [i for i in instances if i.seg_position >= decode_from[i.sample]]
         out = X2SAMOutput(logits, lm_loss, tokens["input_ids"], spans, instances)
         if instances:
             # The LLM may run in bf16 (the 4B preset); the projectors and decoder keep their own dtype.
@@ -318,7 +334,7 @@ class X2SAM(nn.Module):
         max_new_tokens: int = 64,
         generator: torch.Generator | None = None,
     ) -> tuple[X2SAMOutput, list[list[int]]]:
-        """Generate every sample's reply from its user turns, then read prompt + reply in one teacher-forced
+        """Generate every sample's last reply (earlier turns are context), then read prompt + reply in one teacher-forced
         pass (non-contrastive) for the masks.
 
         Returns:
@@ -341,11 +357,17 @@ class X2SAM(nn.Module):
                 labels=[IGNORE_INDEX] * len(full),
                 mm_token_type_ids=prompt.mm_token_type_ids + [0] * (len(reply) + 1),
                 region_positions=prompt.region_positions,
-                assistant_start=prompt.assistant_start,
             )
         if generator is not None:  # the same region points as in the generation pass
             generator = torch.Generator().manual_seed(generator.initial_seed())
-        out = self(batch, chats=prompts, contrastive=False, generator=generator, features=features)
+        out = self(
+            batch,
+            chats=prompts,
+            contrastive=False,
+            generator=generator,
+            features=features,
+            decode_from=starts,
+        )
         out.reply_starts = starts
         return out, replies
 

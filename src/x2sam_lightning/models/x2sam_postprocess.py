@@ -59,8 +59,8 @@ def panoptic_inference(
         mask_logits: ``[Q, T, H, W]`` at the evaluation size.
         is_thing: per condition, whether it is a thing class (stuff segments of one class are merged).
         object_mask_threshold: minimum class probability of a kept query.
-        overlap_threshold: a query's segment is kept if at least this share of its mask won the pixel
-            assignment.
+        overlap_threshold: a query's segment is kept if the pixels it won number at least this share of
+            its mask's (Mask2Former's rule).
 
     Returns:
         ``segment ids [T, H, W]`` (0 = void) and ``segments [{"id", "label", "isthing", "score"}]`` where
@@ -86,9 +86,11 @@ def panoptic_inference(
     stuff_ids: dict[int, int] = {}
     for q in range(scores.shape[0]):
         label = int(labels[q])
+        # Mask2Former's rule: the pixels the query won against its own mask; it paints the won pixels
+        # that are also inside its mask.
+        area, original = int((winner == q).sum()), int((mask_probs[q] >= 0.5).sum())
         won = (winner == q) & (mask_probs[q] >= 0.5)
-        area, original = int(won.sum()), int((mask_probs[q] >= 0.5).sum())
-        if area == 0 or original == 0 or area / original < overlap_threshold:
+        if area == 0 or original == 0 or not bool(won.any()) or area / original < overlap_threshold:
             continue
         thing = bool(is_thing[label])
         if not thing and label in stuff_ids:
@@ -142,11 +144,15 @@ def reply_predictions(
     tokenizer: Any,
     class_loss: Literal["ce", "focal"] = "ce",
 ) -> list[dict[str, Any]]:
-    """Per sample ``{"key", "source", "task", "reply", "scores" [K], "labels" [K], "masks" [K, T, H0, W0],
-    "conditions" [K]}`` at the source resolution; ``labels`` index the conditions of the sequence."""
+    """Per sample ``{"key", "source", "task", "prompt_type", "template", "reply", "scores" [K], "labels"
+    [K], "masks" [K, T, H0, W0], "conditions" [K]}`` at the source resolution; ``labels`` index the
+    conditions of the sequence. ``prompt_type`` and ``template`` come from the sample's conversation
+    (None / ``""`` without one): evaluation yields a prompted sample once per prompt type, and they tell
+    those predictions of one key apart."""
     padded = tuple(batch.pixel_values.shape[-2:])
     results = []
     for b in range(batch.batch_size):
+        conversation = batch.conversations[b] if batch.conversations else None
         content = tuple(int(v) for v in batch.image_sizes[b])
         original = tuple(int(v) for v in batch.original_sizes[b])
         scores, labels, masks, names = [], [], [], []
@@ -169,6 +175,8 @@ def reply_predictions(
                 "key": batch.keys[b],
                 "source": batch.source,
                 "task": batch.tasks[b],
+                "prompt_type": conversation.prompt_type if conversation is not None else None,
+                "template": conversation.template if conversation is not None else "",
                 "reply": tokenizer.decode(replies[b], skip_special_tokens=False),
                 "scores": torch.tensor(scores),
                 "labels": torch.tensor(labels, dtype=torch.long),
