@@ -1,16 +1,21 @@
 """Trivial baselines of the stage-2 image tasks, scored through the model's own evaluation path.
 
 Each baseline is a stand-in for :meth:`X2SAM.generate`: it returns an ``X2SAMOutput`` (decoding instances
-with mask logits at the input size) and the reply tokens, built from what a model could know without
-reading the instruction (or, for the referring tasks, without reading the image's text at all), so the
-:class:`~x2sam_lightning.lightning.evaluation.Evaluator` scores them exactly as it scores the model:
+with mask logits at the input size) and the reply tokens, built without reading the instruction's words,
+so the :class:`~x2sam_lightning.lightning.evaluation.Evaluator` scores them exactly as it scores the model.
+Two families:
 
-- referring / reasoning: "predict every shape": the union of all objects for every expression;
-- generic / open-vocabulary: every object segmented perfectly, all labelled with the first category;
-- GCG: the constant caption "A <p>shape</p> on a background." with the union of all objects;
-- interactive: the visual prompt itself as the mask;
-- visual grounded: every object detected for every prompted category with the same score;
-- chat: the most frequent answer of the training split.
+``"input"`` (trivial: only what the model is given)
+    referring / reasoning: the whole image for every expression; generic / open-vocabulary: the whole
+    image as one segment of the first listed category; GCG: the constant caption
+    "A <p>shape</p> on a background." with the whole image; interactive: the visual prompt itself as the
+    mask; visual grounded: each visual prompt as the one detection of its category; chat: the most
+    frequent answer of the training split.
+``"oracle"`` (ground-truth masks, trivial labels: how far mask quality alone goes)
+    referring / reasoning: "predict every shape", the union of all objects for every expression (the
+    issue's reference point); generic / open-vocabulary: every object segmented perfectly, all labelled
+    with the first category; GCG: the constant caption with the union of all objects; visual grounded:
+    every object detected for every prompted category with the same score; interactive and chat as above.
 
 These are definitions of this package (no benchmark defines them), used to show the model learns more
 than the data's priors.
@@ -62,11 +67,20 @@ class Baseline:
     Args:
         net: the model (for its tokenizer and token ids only).
         chat_answer: the answer the chat baseline always gives.
+        family: ``"input"`` (the model's inputs only) or ``"oracle"`` (ground-truth masks; see above).
     """
 
-    def __init__(self, net: Any, chat_answer: str = "Yes.") -> None:
-        self.net, self.chat_answer = net, chat_answer
+    def __init__(self, net: Any, chat_answer: str = "Yes.", family: str = "input") -> None:
+        if family not in ("input", "oracle"):
+            raise ValueError(f"family must be 'input' or 'oracle', got {family!r}")
+        self.net, self.chat_answer, self.family = net, chat_answer, family
         self.tokenizer = net.vl_backbone.tokenizer
+
+    def _everything(self, batch: SegBatch, b: int) -> Tensor:
+        """What "every shape" is: the union of the objects (oracle) or the whole image (input)."""
+        if self.family == "oracle":
+            return _union(batch, b)
+        return torch.ones(batch.num_frames, *batch.pixel_values.shape[-2:], dtype=torch.bool)
 
     def __call__(self, batch: SegBatch) -> tuple[X2SAMOutput, list[list[int]]]:
         kind = task_kind(batch.tasks[0])
@@ -80,8 +94,20 @@ class Baseline:
             if kind in ("refseg", "reaseg"):
                 for c in range(k):
                     instances.append(DecodeInstance(b, 0, [(b, c)], own=0))
-                    queries.append(_logits(_union(batch, b))[None])
+                    queries.append(_logits(self._everything(batch, b))[None])
                     scores.append(torch.tensor([[BIG, -BIG]]))
+            elif kind in ("genseg", "ovseg") and k and self.family == "input":
+                probs = torch.full((1, k + 1), -BIG)
+                probs[0, 0] = BIG  # the whole image, "the first category"
+                instances.append(DecodeInstance(b, 0, [(b, c) for c in range(k)]))
+                queries.append(_logits(self._everything(batch, b))[None])
+                scores.append(probs)
+            elif kind == "vgdseg" and k and self.family == "input":
+                probs = torch.full((k, k + 1), -BIG)
+                probs[torch.arange(k), torch.arange(k)] = BIG  # each prompt: one detection of its category
+                instances.append(DecodeInstance(b, 0, [(b, c) for c in range(k)]))
+                queries.append(_logits(conversation.regions))
+                scores.append(probs)
             elif kind in ("genseg", "ovseg", "vgdseg") and k:
                 objects = _logits(batch.targets[b].masks)
                 n = objects.shape[0]
@@ -116,7 +142,7 @@ class Baseline:
         ids = torch.tensor([reply] * batch.batch_size)
         spans = self.net.find_conditions(ids)
         instances = [DecodeInstance(b, 0, [(b, 0)], own=0) for b in range(batch.batch_size)]
-        queries = [_logits(_union(batch, b))[None] for b in range(batch.batch_size)]
+        queries = [_logits(self._everything(batch, b))[None] for b in range(batch.batch_size)]
         scores = [torch.tensor([[BIG, -BIG]])] * batch.batch_size
         size, t = tuple(batch.pixel_values.shape[-2:]), batch.num_frames
         out = X2SAMOutput(

@@ -447,17 +447,6 @@ def test_twenty_good_shards_and_one_bad_give_every_good_sample_once(tmp_path, wo
     assert dm.skip_stats() == {"m": {"samples_skipped": 0, "shards_skipped": 1}}
 
 
-def _raised(fn) -> SampleError:
-    """The data error ``fn`` raises, without its traceback (which would keep a DataLoader iterator and its
-    worker processes alive into the next test)."""
-    try:
-        bd.within(120, fn)
-    except SampleError as error:
-        error.__traceback__ = None
-        return error
-    raise AssertionError("no error raised")
-
-
 def test_errors_reach_the_main_process_with_type_and_fields(tmp_path):
     shard = bd.write_shard(
         tmp_path / "w-000000.tar",
@@ -465,10 +454,10 @@ def test_errors_reach_the_main_process_with_type_and_fields(tmp_path):
     )
     (tmp_path / "w-000001.tar").write_bytes(bd.SHARD_DEFECTS["corrupt header"][0]())
     for urls, kind in (([shard], SampleError), ([str(tmp_path / "w-000001.tar")], ShardError)):
-        direct = _raised(lambda urls=urls: _read(_source(urls), "raise"))
+        direct = bd.raised(lambda urls=urls: _read(_source(urls), "raise"))
         stream = EvalBatchStream(_source(urls), batch_size=1, image_size=32)
         loader = eval_loader(stream, num_workers=2, timeout=WORKER_TIMEOUT, persistent_workers=False)
-        crossed = _raised(lambda loader=loader: list(loader))
+        crossed = bd.raised(lambda loader=loader: list(loader))
         assert type(crossed) is type(direct) is kind
         assert (crossed.url, crossed.key, crossed.problem) == (direct.url, direct.key, direct.problem)
         assert str(crossed) == str(direct)
@@ -507,7 +496,7 @@ def test_training_on_a_source_with_nothing_usable_stops(tmp_path, kind, on_error
         on_error=on_error,
     )
     loader = MixedBatchLoader(stream, num_workers=workers, **({"timeout": WORKER_TIMEOUT} if workers else {}))
-    error = _raised(lambda: next(iter(loader)))
+    error = bd.raised(lambda: next(iter(loader)))
     assert type(error) is expected
     if expected is SourceError:
         assert "source 'x': the last 5 reads" in str(error)

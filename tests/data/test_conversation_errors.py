@@ -13,7 +13,7 @@ import pytest
 from helpers import bad_data as bd
 
 from x2sam_lightning.data.conversations import ConversationError
-from x2sam_lightning.data.errors import SampleError, SourceError
+from x2sam_lightning.data.errors import SourceError
 from x2sam_lightning.data.mixing import EvalBatchStream, MixedBatchLoader, MixedBatchStream, eval_loader
 from x2sam_lightning.data.sources import ShardSource
 
@@ -52,16 +52,6 @@ def _train(source: ShardSource, on_error: str, workers: int = 0) -> MixedBatchLo
     return MixedBatchLoader(stream, num_workers=workers, **({"timeout": WORKER_TIMEOUT} if workers else {}))
 
 
-def _raised(fn) -> SampleError:
-    """The data error ``fn`` raises, without its traceback (which would keep workers alive)."""
-    try:
-        bd.within(120, fn)
-    except SampleError as error:
-        error.__traceback__ = None
-        return error
-    raise AssertionError("no error raised")
-
-
 def _warnings(caplog, needle: str) -> list[str]:
     return [
         r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and needle in r.getMessage()
@@ -80,7 +70,7 @@ def test_training_on_a_source_whose_samples_never_converse_stops(tmp_path, caplo
     source = _source(url, 4, task)
     loader = _train(source, "skip", workers)
     with caplog.at_level(logging.WARNING):
-        error = _raised(lambda: next(iter(loader)))
+        error = bd.raised(lambda: next(iter(loader)))
     assert type(error) is SourceError and f"source 'r': the last {LIMIT} reads" in str(error), str(error)
     if not workers:  # worker processes count in shared memory but log in their own process
         assert source.stats.as_dict()["samples_skipped"] == LIMIT + 1
@@ -103,7 +93,7 @@ def test_training_counts_the_samples_it_skips(tmp_path, caplog):
 
 def test_training_with_raise_names_the_shard_and_sample(tmp_path):
     url, keys = _shard(tmp_path, [False, True, False, False])
-    error = _raised(lambda: next(iter(_train(_source(url, 4), "raise"))))
+    error = bd.raised(lambda: next(iter(_train(_source(url, 4), "raise"))))
     assert type(error) is ConversationError
     assert (error.url, error.key) == (url, keys[1])
     assert "img_refseg conversation: no references" in error.problem
@@ -121,12 +111,12 @@ def test_a_conversation_error_is_a_one_line_cli_error():
 def test_evaluation_honours_eval_on_error(tmp_path, caplog):
     url, keys = _shard(tmp_path, [False, True, False, True])
 
-    direct = _raised(
+    direct = bd.raised(
         lambda: list(EvalBatchStream(_source(url, 4), batch_size=2, image_size=32, conversations=True))
     )
     stream = EvalBatchStream(_source(url, 4), batch_size=2, image_size=32, conversations=True)
     loader = eval_loader(stream, num_workers=2, timeout=WORKER_TIMEOUT, persistent_workers=False)
-    crossed = _raised(lambda: list(loader))
+    crossed = bd.raised(lambda: list(loader))
     assert type(direct) is type(crossed) is ConversationError
     assert (crossed.url, crossed.key, crossed.problem) == (direct.url, direct.key, direct.problem)
     assert (direct.url, direct.key) == (url, keys[1])
@@ -167,7 +157,7 @@ def test_evaluation_of_a_source_whose_samples_never_converse_stops_at_the_guard(
     stream = EvalBatchStream(
         _source(url, LIMIT + 3), batch_size=2, image_size=32, on_error="skip", conversations=True
     )
-    error = _raised(lambda: list(stream))
+    error = bd.raised(lambda: list(stream))
     assert type(error) is SourceError and f"the last {LIMIT} reads" in str(error)
 
 
@@ -185,3 +175,19 @@ def test_the_datamodule_passes_eval_on_error(tmp_path):
     seen = [key for batch in bd.within(60, lambda: list(dm.val_dataloader()[0])) for key in batch.keys]
     assert seen == keys[1:]
     assert dm.skip_stats() == {"r": {"samples_skipped": 1, "shards_skipped": 0}}
+
+
+@pytest.mark.parametrize(
+    "references", [[{"text": 5}], [{"object_ids": [1]}], [{"text": "x", "object_ids": 3}]]
+)
+def test_unusable_annotations_are_a_conversation_error(tmp_path, references):
+    """Annotations the schema let through but a builder cannot use name the sample instead of crashing."""
+    from x2sam_lightning.data.conversations import build_conversation
+    from x2sam_lightning.data.shards import ClipSampler, iter_source
+    from x2sam_lightning.data.transforms import ResizePadNormalize
+
+    url, keys = _shard(tmp_path, [False])
+    (sample,) = iter_source(_source(url, 1), ResizePadNormalize(32), ClipSampler(mode="all"), train=False)
+    sample.meta["references"] = references
+    with pytest.raises(ConversationError, match=rf"{keys[0]}.*img_refseg conversation: unusable annotations"):
+        build_conversation(sample, "img_refseg", train=False)

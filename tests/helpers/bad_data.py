@@ -625,3 +625,16 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
     if "error" in result:
         raise result["error"]
     return result.get("value")
+
+
+def raised(fn: Callable[[], Any], seconds: float = 120) -> Any:
+    """The data error ``fn`` raises (within ``seconds``), without its traceback (which would keep a
+    DataLoader iterator and its worker processes alive into the next test)."""
+    from x2sam_lightning.data.errors import SampleError
+
+    try:
+        within(seconds, fn)
+    except SampleError as error:
+        error.__traceback__ = None
+        return error
+    raise AssertionError("no error raised")

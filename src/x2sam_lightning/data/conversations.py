@@ -123,8 +123,8 @@ def build_conversation(
             the first of :data:`EVAL_PROMPT_TYPES`; training: default a random type per region).
 
     Raises:
-        ConversationError: naming the shard and key: the task has no builder, or the sample lacks what
-            the task needs (no references, caption, prompted object).
+        ConversationError: naming the shard and key: the task has no builder, the sample lacks what the
+            task needs (no references, caption, prompted object), or its annotations are unusable.
     """
     task = task or sample.task
     rng = rng if rng is not None else eval_generator(sample.key, prompt_type)
@@ -136,7 +136,14 @@ def build_conversation(
         raise ConversationError(sample.shard, sample.key, f"no conversation builder for task {task!r}")
     if prompt_type is not None and prompt_type not in PROMPT_TYPES:
         raise ValueError(f"unknown prompt type {prompt_type!r}; expected one of {PROMPT_TYPES}")
-    return builder(_Context(sample, task, rng, train, prompt_type))
+    try:
+        return builder(_Context(sample, task, rng, train, prompt_type))
+    except ConversationError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        # Annotations the schema let through but the builder cannot use: a bad sample, not a crash.
+        problem = f"{task} conversation: unusable annotations ({type(error).__name__}: {error})"
+        raise ConversationError(sample.shard, sample.key, problem) from error
 
 
 class _Context:

@@ -63,10 +63,23 @@ class Evaluator:
         tokenizer: decodes generated replies (captions, chat answers).
         class_loss: how class logits are turned into probabilities.
         top_k: detections kept per condition set (instance AP, VGD AP).
+        object_mask_threshold, overlap_threshold: panoptic inference's thresholds (see
+            :func:`~x2sam_lightning.models.x2sam_postprocess.panoptic_inference`).
     """
 
-    def __init__(self, tokenizer: Any, class_loss: ClassLoss = "ce", top_k: int = 100) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        class_loss: ClassLoss = "ce",
+        top_k: int = 100,
+        object_mask_threshold: float = 0.8,
+        overlap_threshold: float = 0.8,
+    ) -> None:
         self.tokenizer, self.class_loss, self.top_k = tokenizer, class_loss, top_k
+        self.panoptic_thresholds = {
+            "object_mask_threshold": float(object_mask_threshold),
+            "overlap_threshold": float(overlap_threshold),
+        }
         self.kinds: dict[str, Callable[..., None]] = {
             "genseg": self.generic,
             "ovseg": self.generic,
@@ -181,7 +194,9 @@ class Evaluator:
                 k = len(conversation.condition_labels)
                 logits, masks = self._prompt_logits(out, index, k), self._instance_masks(batch, out, index)
                 is_thing = [bool(categories[int(c)].get("isthing", True)) for c in to_category]
-                ids, segments = panoptic_inference(logits, masks, is_thing, self.class_loss)
+                ids, segments = panoptic_inference(
+                    logits, masks, is_thing, self.class_loss, **self.panoptic_thresholds
+                )
                 pred_ids = ids[0].cpu()
                 pred_segments = [
                     {"id": s["id"], "category_id": categories[int(to_category[s["label"]])]["id"]}

@@ -65,6 +65,8 @@ class X2SAMJoint(L.LightningModule):
         eval_seed: seed of the region sampler's points in evaluation (reproducible scores).
         target_copies: queries trained on each per-condition target (1: plain Hungarian matching).
         condition_pooling: ``"span"`` (the authors') or ``"inner"`` (see :class:`X2SAM`).
+        object_mask_threshold, overlap_threshold: panoptic inference's class-probability and overlap
+            thresholds (Mask2Former: 0.8 and 0.8).
     """
 
     def __init__(
@@ -87,6 +89,8 @@ class X2SAMJoint(L.LightningModule):
         eval_seed: int = 0,
         target_copies: int = 1,
         condition_pooling: str = "span",
+        object_mask_threshold: float = 0.8,
+        overlap_threshold: float = 0.8,
     ) -> None:
         super().__init__()
         # Plain containers (not Hydra's): hparams go into checkpoints, which load with weights_only=True.
@@ -107,7 +111,13 @@ class X2SAMJoint(L.LightningModule):
         self.net = X2SAM(segmentor, vl_backbone, region_sampler, projector_depth, condition_pooling)
         self.criterion = criterion
         self.metric_partials = {task: dict(members) for task, members in (metrics or {}).items()}
-        self.evaluator = Evaluator(vl_backbone.tokenizer, getattr(criterion, "class_loss", "ce"), top_k)
+        self.evaluator = Evaluator(
+            vl_backbone.tokenizer,
+            getattr(criterion, "class_loss", "ce"),
+            top_k,
+            object_mask_threshold=object_mask_threshold,
+            overlap_threshold=overlap_threshold,
+        )
         self.eval_metrics = nn.ModuleDict()
         self.model_config: dict[str, Any] | None = None  # set by the CLI: recorded in checkpoints
         # Frozen base weights are not saved: Lightning must not insist on them when loading.
