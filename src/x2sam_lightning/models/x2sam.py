@@ -12,8 +12,7 @@ Decoding instances (see :class:`~x2sam_lightning.types.Conversation`): a ``set``
 scored against that sample's conditions; a ``per_condition`` ``<SEG>`` belongs to the nearest condition
 before it and, in training, is scored against the conditions of every ``per_condition`` sample of the
 batch (the others are its negatives, as in the authors' code, except those of the very same words); in
-evaluation only against its own
-sample's, so a score does not depend on the batch it was computed in.
+evaluation only against its own sample's, so a score does not depend on the batch it was computed in.
 
 Condition embedding = mean of the projected hidden states over the ``<p> .. </p>`` span (tags included, as
 the authors do; or the tokens inside it, ``condition_pooling="inner"``); the ``<SEG>`` prompt = the projected
@@ -334,8 +333,8 @@ class X2SAM(nn.Module):
         max_new_tokens: int = 64,
         generator: torch.Generator | None = None,
     ) -> tuple[X2SAMOutput, list[list[int]]]:
-        """Generate every sample's last reply (earlier turns are context), then read prompt + reply in one teacher-forced
-        pass (non-contrastive) for the masks.
+        """Generate every sample's last reply (earlier turns are context), then read prompt + reply in one
+        teacher-forced pass (non-contrastive) for the masks of the reply's ``<SEG>`` tokens.
 
         Returns:
             The pass's output and, per sample, the generated token ids (up to ``<|im_end|>``).
