@@ -108,6 +108,19 @@ def test_fast_dev_run(workdir, verb):
     assert expected in metrics
 
 
+def test_fit_without_a_logger(workdir):
+    """``logger=none`` with the default callbacks: the learning-rate monitor (which needs a logger) is left out."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    cfg = compose_run(
+        workdir, "agnostic", "fit", "logger=none", "trainer.max_steps=1", "trainer.val_check_interval=1"
+    )
+    datamodule, module, trainer = cli.build_run(cfg)
+    assert not any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 1
+
+
 def test_test_verb_writes_results_table(workdir, fitted):
     cfg = compose_run(workdir, "agnostic", "test", f"ckpt_path={fitted}")
     results = cli.run_test(cfg)

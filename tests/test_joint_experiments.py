@@ -175,3 +175,24 @@ def test_stage2_checkpoint_loads_weights_only_and_rebuilds(joint_fit):
     missing, unexpected = module.load_state_dict(saved["state_dict"], strict=False)
     assert not unexpected and all(".base_layer." in k or "vl_backbone" in k for k in missing)
     assert torch.isfinite(next(p for p in module.parameters() if p.requires_grad)).all()
+
+
+def test_fit_resumes_stage2_without_a_stage1(workdir, joint_fit):
+    """A resumed stage-2 fit continues from its checkpoint and needs no stage 1: none is looked for or
+    trained, even with ``stage1_checkpoint: auto`` and an output folder that holds no stage-1 run."""
+    _, checkpoint = joint_fit
+    elsewhere = workdir / "resumed"
+    cfg = compose_config(
+        "joint_image",
+        [f"paths.data_dir={workdir / 'data'}", f"paths.output_dir={elsewhere}", f"paths.run_dir={elsewhere / 'run'}",
+         f"ckpt_path={checkpoint}", "trainer.max_steps=4", "trainer.val_check_interval=4",
+         "trainer.limit_val_batches=1", "test_after_fit=false", "model.max_new_tokens=4", "logger=none",
+         *QUIET, *TINY_DATA],
+        verb="fit",
+    )  # fmt: skip
+    assert cfg.model.stage1_checkpoint == "auto"
+    metrics = cli.run_fit(cfg)
+    assert cfg.model.stage1_checkpoint is None and not (elsewhere / "agnostic").exists()
+    assert any(k.startswith("val/") for k in metrics)
+    resumed = load_checkpoint(elsewhere / "run" / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == 4 and load_checkpoint(checkpoint)["global_step"] == 3

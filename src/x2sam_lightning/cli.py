@@ -101,6 +101,10 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
         module.model_config = {"model": model, "image_size": int(cfg.data.image_size)}
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
+    if not loggers:  # logger=none: a learning-rate monitor has nowhere to log (Lightning refuses it)
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
