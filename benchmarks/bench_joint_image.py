@@ -163,8 +163,7 @@ def main() -> None:
         trivial = _score(initial, datamodule, Baseline(initial.net, answer, "input"), limit=limit)
         oracle = _score(initial, datamodule, Baseline(initial.net, answer, "oracle"), limit=limit)
         model = instantiate(cfg.model).eval()
-        model.on_load_checkpoint(checkpoint)
-        model.load_state_dict(checkpoint["state_dict"], strict=False)
+        model.load_trained(checkpoint)
         trained = _score(model, datamodule, generate_with(model), limit=limit)
         shuffled = _score(model, datamodule, generate_with(model), _shuffled_expressions, limit)
 

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _metric_timing as timing  # noqa: E402
-from bench_metrics_video import ap_profile  # noqa: E402
+from bench_metrics_video import ap_profile, encode_result_masks  # noqa: E402
 
 from x2sam_lightning.metrics.functional.mask_counts import _pack  # noqa: E402
 from x2sam_lightning.metrics.functional.mean_iou import _runs  # noqa: E402
@@ -386,18 +386,6 @@ def bench_mvc(args, clips: list, rounds: int) -> dict:
 # ---------------------------------------------------------------- mask AP
 
 
-def encode_masks(masks: np.ndarray) -> list[dict]:
-    """RLE of each mask as detectron2-style evaluators write results (one ``encode`` call per mask)."""
-    from pycocotools import mask as mask_utils
-
-    out = []
-    for m in masks:
-        rle = mask_utils.encode(np.array(m[:, :, None], order="F", dtype="uint8"))[0]
-        rle["counts"] = rle["counts"].decode("utf-8")
-        out.append(rle)
-    return out
-
-
 def bench_mask_ap(args, rng, rounds: int) -> dict:
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
@@ -433,7 +421,7 @@ def bench_mask_ap(args, rng, rounds: int) -> dict:
     gt_json = {"images": [], "annotations": [], "categories": [{"id": c} for c in (1, 2, 3)]}
     for k, i in enumerate(order):
         gt_json["images"].append({"id": k, "height": h, "width": w})
-        for rle, label in zip(encode_masks(images[i]["gts"]), images[i]["gt_labels"].tolist()):
+        for rle, label in zip(encode_result_masks(images[i]["gts"]), images[i]["gt_labels"].tolist()):
             gt_json["annotations"].append(
                 {"id": len(gt_json["annotations"]) + 1, "image_id": k, "category_id": label, "segmentation": rle,
                  "area": float(mask_utils.area(rle)), "iscrowd": 0, "bbox": mask_utils.toBbox(rle).tolist()}
@@ -473,7 +461,9 @@ def bench_mask_ap(args, rng, rounds: int) -> dict:
         out = []
         for k, i in enumerate(order):
             im = images[i]
-            for rle, s, label in zip(encode_masks(im["dets"]), im["scores"].tolist(), im["labels"].tolist()):
+            for rle, s, label in zip(
+                encode_result_masks(im["dets"]), im["scores"].tolist(), im["labels"].tolist()
+            ):
                 out.append({"image_id": k, "category_id": label, "segmentation": rle, "score": s})
         return out
 
@@ -504,7 +494,9 @@ def bench_mask_ap(args, rng, rounds: int) -> dict:
         "profile_read_predictions": lambda: [_pack(pred_tensors[i]["masks"][:, None]) for i in order],
         "profile_compute": lambda: (setattr(filled, "_computed", None), filled.compute())[1],  # uncached
     }
-    seconds, values = run(fns, rounds, {"official_encoding": lambda: encode_masks(images[0]["dets"][:2])})
+    seconds, values = run(
+        fns, rounds, {"official_encoding": lambda: encode_result_masks(images[0]["dets"][:2])}
+    )
     tmp.cleanup()
     extra = {}
     for name in [k for k in seconds if k not in timing.SIDES]:

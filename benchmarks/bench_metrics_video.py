@@ -210,7 +210,8 @@ def ytvis_video(rng: np.random.Generator, t_len: int, h: int = 360, w: int = 640
 
 
 def encode_result_masks(masks: np.ndarray) -> list[dict]:
-    """RLE of each frame as the VIS code bases write results (one ``encode`` call per mask)."""
+    """RLE of each mask as the official code bases write results (detectron2-style evaluators, the VIS
+    code bases: one ``encode`` call per mask)."""
     from pycocotools import mask as mask_utils
 
     out = []

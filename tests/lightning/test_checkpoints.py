@@ -94,8 +94,7 @@ def test_stage2_checkpoint_round_trip_gives_the_same_outputs(tmp_path, stage2_di
     assert not any(".base_layer." in k for k in saved["state_dict"])  # frozen base weights stay out
 
     restored = build_stage2(stage2_dir, *LORA, seed=123).eval()
-    restored.on_load_checkpoint(saved)
-    restored.load_state_dict(saved["state_dict"], strict=False)
+    restored.load_trained(saved)
     with torch.no_grad():
         # Region prompts draw their points from a generator: the same seed for both.
         a = trained.net(batch, generator=torch.Generator().manual_seed(0))

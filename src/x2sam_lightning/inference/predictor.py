@@ -100,8 +100,7 @@ class Predictor:
         model_cfg = OmegaConf.create(config["model"])
         model_cfg.stage1_checkpoint = None
         module = instantiate(model_cfg)
-        module.on_load_checkpoint(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"], strict=False)
+        module.load_trained(checkpoint)
         return cls(module, int(config["image_size"]), device)
 
     def _regions(

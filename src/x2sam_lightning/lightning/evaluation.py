@@ -266,7 +266,8 @@ class Evaluator:
                 _strip_markers(self._text(out.input_ids[b, s[0] : s[1] + 1].tolist())) for _, s in spans
             ]
             masks = [own.get((b, k), self._empty(batch, b)) for k, _ in spans]
-            reference = next(m["content"] for m in conversation.messages if m["role"] == "assistant")
+            # The reply generation writes is the last one (earlier turns are context).
+            reference = [m["content"] for m in conversation.messages if m["role"] == "assistant"][-1]
             ref_phrases = _phrases(reference)
             pred_masks.append(torch.stack(masks)[:, 0].cpu() if masks else self._empty(batch, b)[:0, 0].cpu())
             target_masks.append(

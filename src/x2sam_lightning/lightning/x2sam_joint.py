@@ -300,6 +300,12 @@ class X2SAMJoint(L.LightningModule):
             "model_config": self.model_config,
         }
 
+    def load_trained(self, checkpoint: Mapping[str, Any]) -> None:
+        """A stage-2 checkpoint's weights into this module outside a Trainer (predictor, benchmarks),
+        checked as on resume; the frozen base weights stay those of the base folder."""
+        self.on_load_checkpoint(dict(checkpoint))
+        self.load_state_dict(checkpoint["state_dict"], strict=False)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         path = (self._trainer is not None and self.trainer.ckpt_path) or "(given checkpoint)"
         record = checkpoint.get(STAGE2_FORMAT)
