@@ -160,7 +160,7 @@ def test_predict_writes_replies_and_the_predictor_runs(workdir, joint_fit):
         image, "Can you segment the image based on the following regions: <p><region></p>?",
         prompts=[{"point": [10.5, 20.5]}], max_new_tokens=6,
     )  # fmt: skip
-    assert isinstance(with_prompt.reply, str)
+    assert with_prompt.masks.shape[1:] == (48, 80) and with_prompt.masks.shape[0] == len(with_prompt.scores)
     with pytest.raises(ValueError, match="markers"):
         predictor(image, "Segment <p><region></p>.", prompts=[])
 
@@ -171,10 +171,11 @@ def test_stage2_checkpoint_loads_weights_only_and_rebuilds(joint_fit):
     config = saved["x2sam_stage2"]["model_config"]["model"]
     config["stage1_checkpoint"] = None
     module = instantiate(config)
-    module.on_load_checkpoint(saved)
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
     missing, unexpected = module.load_state_dict(saved["state_dict"], strict=False)
-    assert not unexpected and all(".base_layer." in k or "vl_backbone" in k for k in missing)
-    assert torch.isfinite(next(p for p in module.parameters() if p.requires_grad)).all()
+    assert not unexpected and not trainable & set(missing)  # only frozen base weights stay out
+    state = module.state_dict()
+    assert all(torch.equal(state[k], saved["state_dict"][k]) for k in trainable)
 
 
 def test_fit_resumes_stage2_without_a_stage1(workdir, joint_fit):

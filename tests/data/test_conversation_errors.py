@@ -17,8 +17,6 @@ from x2sam_lightning.data.errors import SourceError
 from x2sam_lightning.data.mixing import EvalBatchStream, MixedBatchLoader, MixedBatchStream, eval_loader
 from x2sam_lightning.data.sources import ShardSource
 
-#: DataLoader worker deadline (s): a hang fails the test instead of the suite.
-WORKER_TIMEOUT = 60
 LIMIT = 5
 
 
@@ -49,13 +47,9 @@ def _train(source: ShardSource, on_error: str, workers: int = 0) -> MixedBatchLo
     stream = MixedBatchStream(
         {"r": source}, batch_size=2, image_size=32, shuffle_buffer=0, on_error=on_error, conversations=True
     )
-    return MixedBatchLoader(stream, num_workers=workers, **({"timeout": WORKER_TIMEOUT} if workers else {}))
-
-
-def _warnings(caplog, needle: str) -> list[str]:
-    return [
-        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and needle in r.getMessage()
-    ]
+    return MixedBatchLoader(
+        stream, num_workers=workers, **({"timeout": bd.WORKER_TIMEOUT} if workers else {})
+    )
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -74,7 +68,7 @@ def test_training_on_a_source_whose_samples_never_converse_stops(tmp_path, caplo
     assert type(error) is SourceError and f"source 'r': the last {LIMIT} reads" in str(error), str(error)
     if not workers:  # worker processes count in shared memory but log in their own process
         assert source.stats.as_dict()["samples_skipped"] == LIMIT + 1
-        assert len(_warnings(caplog, url)) == LIMIT + 1
+        assert len(bd.warnings_with(caplog, url)) == LIMIT + 1
 
 
 def test_training_counts_the_samples_it_skips(tmp_path, caplog):
@@ -86,7 +80,7 @@ def test_training_counts_the_samples_it_skips(tmp_path, caplog):
     seen = {key for batch in batches for key in batch.keys}
     assert seen == {keys[0], keys[2]} and all(len(b.conversations) == 2 for b in batches)
     skipped = source.stats.as_dict()["samples_skipped"]
-    bad_warnings = _warnings(caplog, keys[1]) + _warnings(caplog, keys[3])
+    bad_warnings = bd.warnings_with(caplog, keys[1]) + bd.warnings_with(caplog, keys[3])
     assert skipped > 0 and len(bad_warnings) == skipped
     assert all("no references" in w for w in bad_warnings)
 
@@ -115,10 +109,10 @@ def test_evaluation_honours_eval_on_error(tmp_path, caplog):
         lambda: list(EvalBatchStream(_source(url, 4), batch_size=2, image_size=32, conversations=True))
     )
     stream = EvalBatchStream(_source(url, 4), batch_size=2, image_size=32, conversations=True)
-    loader = eval_loader(stream, num_workers=2, timeout=WORKER_TIMEOUT, persistent_workers=False)
+    loader = eval_loader(stream, num_workers=2, timeout=bd.WORKER_TIMEOUT, persistent_workers=False)
     crossed = bd.raised(lambda: list(loader))
-    assert type(direct) is type(crossed) is ConversationError
-    assert (crossed.url, crossed.key, crossed.problem) == (direct.url, direct.key, direct.problem)
+    assert type(direct) is ConversationError
+    bd.same_error_across_workers(direct, crossed)
     assert (direct.url, direct.key) == (url, keys[1])
 
     source = _source(url, 4)
@@ -127,7 +121,7 @@ def test_evaluation_honours_eval_on_error(tmp_path, caplog):
         batches = bd.within(60, lambda: list(stream))
     assert [key for batch in batches for key in batch.keys] == [keys[0], keys[2]]
     assert source.stats.as_dict() == {"samples_skipped": 2, "shards_skipped": 0}
-    assert len(_warnings(caplog, keys[1])) == len(_warnings(caplog, keys[3])) == 1
+    assert len(bd.warnings_with(caplog, keys[1])) == len(bd.warnings_with(caplog, keys[3])) == 1
 
 
 def test_evaluation_skips_a_prompted_sample_whole_and_counts_it_once(tmp_path):

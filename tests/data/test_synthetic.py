@@ -58,30 +58,33 @@ def test_video_tracks_have_null_where_absent():
             assert any(m is not None for m in track)
 
 
-def _expected_shards(dataset: str, split: str) -> int:
-    count = synthetic.SyntheticConfig(**TINY).count(dataset, split)
-    return -(-count // (TINY["videos_per_shard"] if dataset == "synthetic_vid" else TINY["images_per_shard"]))
+#: The layout TINY gives, written out by hand: images 12/6/4 by 4 a shard, videos 4/2/1 by 2, task images
+#: 8/4/4 by 4; open-vocabulary segmentation has no training split. ``{dataset: {split: (shards, samples)}}``.
+EXPECTED_LAYOUT = {
+    "synthetic_img": {"train": (3, 12), "val": (2, 6), "test": (1, 4)},
+    "synthetic_vid": {"train": (2, 4), "val": (1, 2), "test": (1, 1)},
+    "synthetic_img_ovseg": {"val": (1, 4), "test": (1, 4)},
+    **{
+        f"synthetic_img_{kind}": {"train": (2, 8), "val": (1, 4), "test": (1, 4)}
+        for kind in ("chat", "gcgseg", "intseg", "reaseg", "refseg", "vgdseg")
+    },
+}
 
 
 def test_layout_index_and_idempotence(tiny_root, tiny_kwargs):
     assert tiny_kwargs == TINY
     written = sorted(p.name for p in tiny_root.glob("*.index.json"))
-    expected = [
-        f"{dataset}-{split}.index.json"
-        for dataset in synthetic.DATASETS
-        for split in synthetic.SPLITS
-        if not (dataset in synthetic.EVAL_ONLY_DATASETS and split == "train")
-    ]
-    assert written == sorted(expected)
-    for name in expected:
-        dataset, split = name.removesuffix(".index.json").rsplit("-", 1)
-        path = tiny_root / name
+    expected = {
+        f"{d}-{split}": counts for d, splits in EXPECTED_LAYOUT.items() for split, counts in splits.items()
+    }
+    assert written == sorted(f"{name}.index.json" for name in expected)
+    for name, (shards, samples) in expected.items():
+        dataset, split = name.rsplit("-", 1)
+        path = tiny_root / f"{name}.index.json"
         index = validate_index(json.loads(path.read_text()), path=str(path))
-        assert index["dataset"] == dataset and index["split"] == split
+        assert index["dataset"] == dataset and index["split"] == split and index["num_samples"] == samples
         assert index["task"] == synthetic.DATASETS[dataset]["task"]
-        assert [s["url"] for s in index["shards"]] == [
-            f"{dataset}-{split}-{i:06d}.tar" for i in range(_expected_shards(dataset, split))
-        ]
+        assert [s["url"] for s in index["shards"]] == [f"{name}-{i:06d}.tar" for i in range(shards)]
         assert all((tiny_root / s["url"]).is_file() for s in index["shards"])
         assert index["categories"] == synthetic.dataset_categories(dataset)
     assert synthetic.generate_synthetic(tiny_root, **TINY) == {}  # same config: nothing to do
@@ -126,18 +129,20 @@ def test_parallel_generation_writes_the_same_bytes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ stage-2 task sets
-def _task_samples(root, dataset: str, split: str) -> list[dict]:
+def _task_samples(root, dataset: str, split: str) -> tuple[list[dict], set[bytes]]:
+    """The validated sample jsons of a written split and the bytes of its images."""
     from x2sam_lightning.data.shards import iter_raw_samples
     from x2sam_lightning.data.sources import ShardSource
 
     source = ShardSource(dataset, root / f"{dataset}-{split}.index.json")
-    samples = []
+    samples, images = [], set()
     for raw in iter_raw_samples(source.urls, train=False):
         sample = validate_sample(json.loads(raw["json"]), url=raw["__url__"], key=raw["__key__"])
         assert sample["task"] == synthetic.DATASETS[dataset]["task"] and "jpg" in raw
         samples.append(sample)
+        images.add(raw["jpg"])
     assert len(samples) == source.num_samples
-    return samples
+    return samples, images
 
 
 @pytest.mark.parametrize("dataset", synthetic.IMAGE_TASK_DATASETS)
@@ -145,7 +150,7 @@ def test_task_sets_validate_and_test_is_disjoint_from_val(tiny_root, dataset):
     splits = ("val", "test") if dataset in synthetic.EVAL_ONLY_DATASETS else synthetic.SPLITS
     media = {}
     for split in splits:
-        samples = _task_samples(tiny_root, dataset, split)
+        samples, media[split] = _task_samples(tiny_root, dataset, split)
         for sample in samples:
             for obj in sample["objects"]:
                 attrs = obj["attributes"]
@@ -156,8 +161,6 @@ def test_task_sets_validate_and_test_is_disjoint_from_val(tiny_root, dataset):
                     if (dataset in ("synthetic_img_intseg", "synthetic_img_vgdseg") and split != "train")
                     else set()
                 )
-        cfg = synthetic.SyntheticConfig(**TINY)
-        media[split] = {synthetic.make_task_sample(dataset, i, split, cfg)[1] for i in range(len(samples))}
     assert not media["val"] & media["test"] and len(media["test"]) == TINY["num_test_task_images"]
 
 

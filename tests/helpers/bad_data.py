@@ -627,6 +627,26 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
     return result.get("value")
 
 
+#: DataLoader worker deadline (s): a hang fails the test instead of the suite.
+WORKER_TIMEOUT = 60
+
+
+def warnings_with(caplog: Any, needle: str) -> list[str]:
+    """The WARNING messages captured by ``caplog`` that contain ``needle`` (one per skipped sample)."""
+    import logging
+
+    return [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and needle in r.getMessage()
+    ]
+
+
+def same_error_across_workers(direct: Any, crossed: Any) -> None:
+    """An error raised in a DataLoader worker reaches the main process with its type and fields."""
+    assert type(crossed) is type(direct)
+    assert (crossed.url, crossed.key, crossed.problem) == (direct.url, direct.key, direct.problem)
+    assert str(crossed) == str(direct)
+
+
 def raised(fn: Callable[[], Any], seconds: float = 120) -> Any:
     """The data error ``fn`` raises (within ``seconds``), without its traceback (which would keep a
     DataLoader iterator and its worker processes alive into the next test)."""

@@ -36,11 +36,13 @@ def test_stage1_decoder_loads_into_the_stage2_model(tmp_path, stage2_dir):
     assert set(report.loaded) == {"mask_encoder", "pixel_decoder", "mask_decoder"}
     assert report.stage1_only == ["mask_decoder.class_embed.bias", "mask_decoder.class_embed.weight"]
     stage2_parts = ("condition", "class_scorer", "spatial_prior")
+    assert report.stage2_only
     assert all(any(part in k for part in stage2_parts) for k in report.stage2_only), report.stage2_only
     old = stage1.segmentor.state_dict()
-    for name, value in module.net.segmentor.state_dict().items():
-        if name in old:
-            assert torch.equal(value, old[name]), name
+    shared = [name for name in module.net.segmentor.state_dict() if name in old]
+    assert len(shared) == len(old) - len(report.stage1_only)  # everything stage 1 has but its object head
+    for name in shared:
+        assert torch.equal(module.net.segmentor.state_dict()[name], old[name]), name
     # Stage-2-only parameters keep their initialisation (token attention stays an exact no-op).
     for k, v in condition_before.items():
         assert torch.equal(decoder.state_dict()[k], v)

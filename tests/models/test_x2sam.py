@@ -72,6 +72,29 @@ def test_generation_reply_without_seg_gives_no_masks(module):
         assert out.input_ids[b, start : start + len(reply)].tolist() == reply
 
 
+def test_the_generated_reply_decides_which_samples_get_masks(module, monkeypatch):
+    """Scripted replies (the tiny random LM rarely writes <SEG> by itself): a reply with <SEG> is decoded
+    into masks, one without is not, and nothing before the reply (earlier turns' <SEG>) is decoded."""
+    net = module.net
+    tokenizer, eos = net.vl_backbone.tokenizer, net.vl_backbone.token_ids["<|im_end|>"]
+    scripted = [
+        tokenizer("Sure, <SEG>.", add_special_tokens=False)["input_ids"] + [eos],
+        tokenizer("There is none.", add_special_tokens=False)["input_ids"] + [eos],
+        tokenizer("<SEG>", add_special_tokens=False)["input_ids"] + [eos],
+    ]
+    width = max(map(len, scripted))
+    new_tokens = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in scripted])
+    monkeypatch.setattr(net.vl_backbone, "generate", lambda **kwargs: new_tokens)
+    module.eval()
+    out, replies = net.generate(
+        hand_made_batch(), max_new_tokens=8, generator=torch.Generator().manual_seed(0)
+    )
+    assert [r.count(net.seg_id) for r in replies] == [1, 0, 1]
+    assert [i.sample for i in out.instances] == [0, 2]  # sample 1's context turn holds a <SEG> too
+    assert all(i.seg_position >= out.reply_starts[i.sample] for i in out.instances)
+    assert out.seg["pred_masks"].shape[0] == 2 and torch.isfinite(out.seg["pred_masks"]).all()
+
+
 def test_target_copies_repeat_per_condition_targets_only(module):
     batch = hand_made_batch()
     out = module.net(batch)
