@@ -174,6 +174,21 @@ def _scene(index: int, dataset: str = "synthetic_img_refseg", split: str = "trai
     return synthetic.make_task_sample(dataset, index, split, synthetic.SyntheticConfig(image_size=128))
 
 
+def _fits(text: str, attrs: dict) -> bool:
+    """Our own reading of a one-object description: ``the [size] [colour] shape-or-"shape" [at/in the
+    position]`` (independent of the generator's language helpers)."""
+    head, where = text.removeprefix("the "), None
+    for joint in (" at the ", " in the "):
+        if joint in head:
+            head, where = head.split(joint)
+    *adjectives, noun = head.split()
+    return (
+        noun in ("shape", attrs["shape"])
+        and all(a in (attrs["size"], attrs["color"]) for a in adjectives)
+        and where in (None, attrs["position"])
+    )
+
+
 def test_every_reference_is_unambiguous():
     from x2sam_lightning.data.synthetic import language
 
@@ -204,6 +219,7 @@ def test_every_reference_is_unambiguous():
             else:
                 kinds.add("single")
                 assert len(targets) == 1 and text in unique[targets[0]]
+                assert [n for n, o in enumerate(objects) if _fits(text, o)] == targets, text
         assert [o.get("expressions") for o in sample["objects"]] == [u or None for u in unique]
     assert kinds == {"none", "multi", "relation", "single"}
 
