@@ -1,4 +1,5 @@
-"""Shared test set-up: offline hub, few threads (CI has 2 cores), tests/ importable for helpers."""
+"""Shared test set-up: offline hub, few threads (CI has 2 cores), tests/ importable for helpers and the
+repository root for data_recipes."""
 
 import os
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parent.parent))
 
 
 import pytest  # noqa: E402

@@ -418,9 +418,20 @@ SAMPLE_MEMBER_DEFECTS: dict[str, tuple[Callable[[], dict[str, bytes]], str]] = {
         lambda: {**image_members(), "jpg": jpeg(Image.new("RGB", (SIZE, SIZE)))},
         "more than one media",
     ),
-    "video frames as images": (
+    "video frames too few": (
         lambda: {"json": video_members()["json"], "0000.jpg": b"x", "0001.jpg": b"y"},
-        "video stored as 2 frame images",
+        "video frame members are numbered [0, 1]",
+    ),
+    "video frames not decodable": (
+        lambda: {
+            "json": video_members()["json"],
+            **{f"{n:04d}.jpg": b"x" for n in range(json.loads(video_members()["json"])["num_frames"])},
+        },
+        "cannot decode 0000.jpg image",
+    ),
+    "image frames on an image": (
+        lambda: {"json": image_members()["json"], "0000.jpg": b"x", "0001.jpg": b"y"},
+        "more than one media",
     ),
     "video sample with an image": (
         lambda: {"json": video_members()["json"], "png": b"x"},

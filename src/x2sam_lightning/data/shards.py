@@ -220,6 +220,35 @@ def _decode_video(
         ) from None
 
 
+def _decode_frames(
+    raw: dict[str, Any],
+    members: list[str],
+    url: str,
+    key: str,
+    sample: dict[str, Any],
+    choose: Callable[[int], list[int]],
+    max_pixels: int | None,
+) -> tuple[np.ndarray, list[int]]:
+    """A video stored as its frame files (``0000.jpg``, ``0001.jpg``, ...; the datasets' own JPEGs, not
+    re-encoded): only the clip's frames are decoded. Frame numbers must run 0..T-1 with T = num_frames."""
+    numbered = sorted((int(m.split(".", 1)[0]), m) for m in members)
+    numbers = [n for n, _ in numbered]
+    if numbers != list(range(sample["num_frames"])):
+        raise SampleError(
+            url,
+            key,
+            f"video frame members are numbered {numbers[:3]}...{numbers[-1:]} ({len(numbers)} frames) but "
+            f"json num_frames is {sample['num_frames']} (expected 0..{sample['num_frames'] - 1})",
+        )
+    indices = choose(sample["num_frames"])
+    height, width = sample["height"], sample["width"]
+    frames = [
+        _decode_image(raw[numbered[i][1]], url, key, numbered[i][1], height, width, max_pixels)[0]
+        for i in indices
+    ]
+    return np.stack(frames), indices
+
+
 def _media_members(raw: dict[str, Any]) -> list[str]:
     return [k for k in raw if not k.startswith("__") and _MEDIA.search(k)]
 
@@ -268,11 +297,8 @@ def decode_sample(
     num_frames, height, width = sample["num_frames"], sample["height"], sample["width"]
 
     media = _media_members(raw)
-    if len(media) > 1 and all(_FRAME.match(m) for m in media):
-        raise SampleError(
-            url, key, f"video stored as {len(media)} frame images ({media[0]!r}, ...): this reader reads mp4"
-        )
-    if len(media) > 1:
+    frame_members = bool(media) and all(_FRAME.match(m) for m in media)
+    if len(media) > 1 and not (frame_members and sample["modality"] == "video"):
         raise SampleError(url, key, f"more than one media member: {sorted(media)}")
     if sample["modality"] == "image":
         ext = media[0] if media else None
@@ -281,9 +307,13 @@ def decode_sample(
                 url, key, f"missing image media (one of {IMAGE_EXTENSIONS}; members: {members})"
             )
         frames, indices = _decode_image(raw[ext], url, key, ext, height, width, max_pixels), [0]
+    elif frame_members:
+        frames, indices = _decode_frames(raw, media, url, key, sample, lambda n: clip_sampler(n, rng), max_pixels)
     else:
         if media != ["mp4"]:
-            raise SampleError(url, key, f"missing video media ('mp4'; members: {members})")
+            raise SampleError(
+                url, key, f"missing video media ('mp4' or frame images 0000.jpg, ...; members: {members})"
+            )
         frames, indices = _decode_video(raw["mp4"], url, key, num_frames, lambda n: clip_sampler(n, rng))
         if frames.shape[1:3] != (height, width):
             raise SampleError(
