@@ -50,7 +50,9 @@ class SA1B(Recipe):
             with os.scandir(folder) as entries:
                 if any(e.name.startswith("sa_") and e.name.endswith(".json") for e in entries):
                     return
-        raise LayoutError(f"expected sa_<id>.json + sa_<id>.jpg files in {root} or its sub-folders, found none")
+        raise LayoutError(
+            f"expected sa_<id>.json + sa_<id>.jpg files in {root} or its sub-folders, found none"
+        )
 
     def _pairs(self, root: Path, split: str) -> Iterator[tuple[str, str]]:
         for folder in self._folders(root):
@@ -76,7 +78,9 @@ class SA1B(Recipe):
         info = record["image"]
         media, (height, width) = image_media(image_path)
         if (height, width) != (info["height"], info["width"]):
-            raise ValueError(f"image is {width}x{height} but {json_path} says {info['width']}x{info['height']}")
+            raise ValueError(
+                f"image is {width}x{height} but {json_path} says {info['width']}x{info['height']}"
+            )
         objects = [
             {
                 "id": int(ann["id"]),

@@ -29,7 +29,9 @@ def build_parser(recipes: Sequence[Recipe], prog: str | None = None) -> argparse
     parser.add_argument(
         "--split", action="append", choices=splits, help="split(s) to convert (default: every split present)"
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
     parser.add_argument("--items-per-shard", type=int, default=None, help=f"default {first.items_per_shard}")
     parser.add_argument("--max-items", type=int, default=None, help="convert only the first N items")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise")

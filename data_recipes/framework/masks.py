@@ -33,7 +33,9 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     if isinstance(segmentation, list):
         parts = [p for p in segmentation if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
         if not parts or len(parts) != len(segmentation):
-            raise MaskFormatError(f"polygon parts need an even number (>= 6) of coordinates: {segmentation!r:.80}")
+            raise MaskFormatError(
+                f"polygon parts need an even number (>= 6) of coordinates: {segmentation!r:.80}"
+            )
         rle = mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
     elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = [int(v) for v in segmentation["size"]]

@@ -50,7 +50,9 @@ def frame_media(paths: Sequence[Path]) -> tuple[dict[str, bytes], tuple[int, int
         if size is None:
             size = this
         elif this != size:
-            raise ValueError(f"frame {path} is {this[1]}x{this[0]} but the first frame is {size[1]}x{size[0]}")
+            raise ValueError(
+                f"frame {path} is {this[1]}x{this[0]} but the first frame is {size[1]}x{size[0]}"
+            )
         media[f"{n:04d}.{image_extension(data)}"] = data
     assert size is not None
     return media, size

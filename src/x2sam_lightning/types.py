@@ -34,6 +34,9 @@ class TrackTargets:
         valid: ``[N, T]`` bool, False where the shard stores ``null`` (object absent or not annotated).
         object_ids: ``[N]`` long, the ``id`` of each object in the shard json.
         iscrowd: ``[N]`` bool.
+        original_masks: ``[N, T, H0, W0]`` bool at the source media's resolution, or None. Evaluation
+            streams carry them so benchmarks are scored at the original resolution, as the official
+            scorers do; training leaves them out.
     """
 
     masks: Tensor
@@ -41,12 +44,14 @@ class TrackTargets:
     valid: Tensor
     object_ids: Tensor
     iscrowd: Tensor
+    original_masks: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def to(self, device: torch.device | str) -> TrackTargets:
-        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) for k, v in moved.items() if v is not None})
 
 
 @dataclass

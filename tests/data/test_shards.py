@@ -13,7 +13,13 @@ from PIL import Image
 
 from x2sam_lightning.data import synthetic
 from x2sam_lightning.data.schema import SampleError, SourceError, validate_index, validate_sample
-from x2sam_lightning.data.shards import ClipSampler, decode_sample, iter_raw_samples, iter_source
+from x2sam_lightning.data.shards import (
+    ClipSampler,
+    VideoTooLong,
+    decode_sample,
+    iter_raw_samples,
+    iter_source,
+)
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.transforms import ResizePadNormalize
 
@@ -54,7 +60,9 @@ def test_video_clip_masks_match_generated_frames(tiny_root, tiny_kwargs):
 def test_clip_sampler_modes():
     rng = np.random.default_rng(0)
     assert ClipSampler(4, 1, "first")(10) == [0, 1, 2, 3]
-    assert ClipSampler(4, 2, "all", max_frames=3)(10) == [0, 2, 4]
+    assert ClipSampler(4, 2, "all", max_frames=5)(10) == [0, 2, 4, 6, 8]
+    with pytest.raises(VideoTooLong, match="10 frames is longer than the 3 frames"):
+        ClipSampler(4, 2, "all", max_frames=3)(10)
     assert ClipSampler(4, 3, "random")(5, rng) == [0, 3]  # shorter than one clip: all frames at stride
     starts = {ClipSampler(4, 1, "random")(10, rng)[0] for _ in range(200)}
     assert starts == set(range(7))

@@ -31,7 +31,11 @@ def read_back(out: Path, dataset: str, split: str) -> dict[str, dict[str, Any]]:
     for url in source.urls:
         for raw in read_shard(url, source.shard_sizes.get(url)):
             decoded = decode_sample(
-                raw, every_frame, default_categories=source.categories, task=source.task, modality=source.modality
+                raw,
+                every_frame,
+                default_categories=source.categories,
+                task=source.task,
+                modality=source.modality,
             )
             assert raw["__key__"] not in samples, f"key {raw['__key__']} twice"
             samples[raw["__key__"]] = {
@@ -66,7 +70,9 @@ def assert_matches_truth(out: Path, recipe: Recipe, split: str, truth: FixtureTr
                     assert rle is None, (sample_id, object_id, t)
                 else:
                     assert rle is not None, (sample_id, object_id, t)
-                    np.testing.assert_array_equal(decode_rle(rle).astype(bool), mask, err_msg=f"{sample_id} {object_id} {t}")
+                    np.testing.assert_array_equal(
+                        decode_rle(rle).astype(bool), mask, err_msg=f"{sample_id} {object_id} {t}"
+                    )
     index = json.loads((out / f"{recipe.name}-{split}.index.json").read_text())
     assert index["summary"]["samples"] == len(truth.samples)
     assert index["summary"]["objects"] == truth.num_objects

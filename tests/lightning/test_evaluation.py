@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 
@@ -86,3 +87,36 @@ def test_chat_accuracy_normalises_answers():
     metric = ChatAccuracy()
     metric.update(["Three.", "red", "No"], ["3", "Blue.", "no."])
     assert abs(float(metric.compute()["accuracy"]) - 2 / 3) < 1e-9
+
+
+def test_masks_are_scored_at_the_source_resolution_when_the_batch_carries_it():
+    """A 30x50 image seen by the model at 16x16 (content 10x16): the ground truth at 30x50, with a
+    one-pixel line the model input cannot hold, is what the prediction is scored against, as
+    pycocotools scores the same full-image prediction at the original size."""
+    from pycocotools import mask as mask_utils
+
+    original = torch.zeros(1, 1, 30, 50, dtype=torch.bool)
+    original[0, 0, 4:20, 6:31] = True
+    original[0, 0, 25, 3:47] = True  # thin: lost by the resize to the model input
+    small = torch.nn.functional.interpolate(original.float(), size=(10, 16), mode="nearest-exact").bool()
+    batch = _referring_batch()
+    targets = TrackTargets(
+        torch.nn.functional.pad(small, (0, 0, 0, 6)),
+        torch.zeros(1, dtype=torch.long),
+        torch.ones(1, 1, dtype=torch.bool),
+        torch.arange(1),
+        torch.zeros(1, dtype=torch.bool),
+        original_masks=original,
+    )
+    batch.targets = [targets, targets]
+    batch.image_sizes = torch.tensor([[10, 16]] * 2)
+    batch.original_sizes = torch.tensor([[30, 50]] * 2)
+    cfg = compose_config("joint_image", ["model.stage1_checkpoint=null"])
+    metrics = build_metrics("img_refseg", instantiate(cfg.model.metrics)["img_refseg:grefcoco"], [])
+    Evaluator(tokenizer=None)(batch, _output(hit=True), [[], []], metrics)
+    full = np.asfortranarray(np.ones((30, 50, 1), dtype=np.uint8))
+    gt = np.asfortranarray(original[0, 0].numpy()[..., None].astype(np.uint8))
+    iou = mask_utils.iou(mask_utils.encode(full), mask_utils.encode(gt), [0])[0, 0]
+    at_input_size = float(small.sum()) / (10 * 16)
+    assert abs(float(metrics.compute()["ciou"]) - iou) < 1e-6
+    assert abs(iou - at_input_size) > 0.01

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers.recipes import convert, read_back
 
 from data_recipes.__main__ import all_recipes
 from data_recipes.__main__ import main as recipes_main
@@ -17,7 +18,6 @@ from data_recipes.framework.layout import LayoutError
 from data_recipes.framework.safe_pickle import load_plain_pickle
 from data_recipes.framework.writer import ConversionError
 from data_recipes.sa1b import SA1B
-from helpers.recipes import convert, read_back
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,15 +50,17 @@ def test_shard_bytes_do_not_depend_on_the_worker_count(raw, tmp_path):
 
 
 def test_a_conversion_killed_mid_way_resumes_to_the_same_shards(raw, tmp_path):
-    names = sorted(p.name for folder in sorted(raw.iterdir()) if folder.is_dir() for p in folder.glob("*.json"))
+    names = sorted(
+        p.name for folder in sorted(raw.iterdir()) if folder.is_dir() for p in folder.glob("*.json")
+    )
     kill_at = names[len(names) // 2]
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]
+        sys.path[:0] = [{str(ROOT / "tests")!r}, {str(ROOT)!r}]
         from helpers.recipes import SA1BKilledAt, convert
         convert(SA1BKilledAt.recipe({kill_at!r}), __import__('pathlib').Path({str(raw)!r}),
-                __import__('pathlib').Path({str(tmp_path / 'killed')!r}), 'train', items_per_shard=3)
+                __import__('pathlib').Path({str(tmp_path / "killed")!r}), 'train', items_per_shard=3)
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
@@ -93,7 +95,9 @@ def test_a_wrong_layout_names_what_was_expected_and_where(tmp_path):
 def test_a_bad_item_raises_naming_its_file_or_is_counted_when_skipping(raw, tmp_path):
     broken = tmp_path / "raw"
     write_sa1b(broken)
-    victim = next(p for p in sorted((broken / "sa_000001").glob("sa_*.json")) if "annotations\": [{" in p.read_text())
+    victim = next(
+        p for p in sorted((broken / "sa_000001").glob("sa_*.json")) if 'annotations": [{' in p.read_text()
+    )
     record = json.loads(victim.read_text())
     record["annotations"][0]["segmentation"]["size"] = [3, 3]
     victim.write_text(json.dumps(record))
@@ -113,9 +117,22 @@ def test_every_recipe_is_listed_by_the_entry_point(capsys):
 
 def test_the_module_command_line_converts(raw, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "data_recipes.sa1b", "--root", str(raw), "--out", str(tmp_path), "--quiet",
-         "--workers", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "data_recipes.sa1b",
+            "--root",
+            str(raw),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr

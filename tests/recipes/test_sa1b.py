@@ -1,8 +1,9 @@
 """SA-1B: archive folders of jpg + json pairs (compressed-string RLE), split by image id."""
 
+from helpers.recipes import assert_matches_truth, convert
+
 from data_recipes.fixtures.sa1b import write_sa1b
 from data_recipes.sa1b import SA1B
-from helpers.recipes import assert_matches_truth, convert
 
 
 def test_sa1b_shards_hold_every_mask_of_each_split(tmp_path):

@@ -45,8 +45,9 @@ class SegDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers (persistent when > 0).
         image_size: model input side (longest side resized to it, padded to a square).
         clip_length: frames per training clip.
-        clip_stride: step between clip frames (training and evaluation).
-        eval_max_frames: evaluation uses whole videos up to this many frames.
+        clip_stride: step between training clip frames (evaluation reads every stored frame).
+        eval_max_frames: evaluation reads whole videos; a longer one stops it with
+            :class:`~x2sam_lightning.data.shards.VideoTooLong` (never scored on a cut video).
         temperature: mixing temperature ``t`` (repeat factor ``max(1, sqrt(t / f_d))``).
         seed: mixing / shuffling seed (independent of the global seed; identical on every rank).
         shuffle_buffer: per-source training shuffle buffer (samples).
@@ -148,7 +149,8 @@ class SegDataModule(pl.LightningDataModule):
         return self._train_loader
 
     def _eval_loaders(self, sources: Mapping[str, ShardSource]) -> list[DataLoader]:
-        clip = ClipSampler(self.clip_length, self.clip_stride, mode="all", max_frames=self.eval_max_frames)
+        # Every stored frame is scored (stride 1): recipes store a video's annotated frames.
+        clip = ClipSampler(self.clip_length, 1, mode="all", max_frames=self.eval_max_frames)
         return [
             eval_loader(
                 EvalBatchStream(

@@ -340,7 +340,7 @@ class EvalBatchStream(IterableDataset):
         super().__init__()
         self.source = source
         self.batch_size = video_batch_size if source.modality == "video" else batch_size
-        self.transform = ResizePadNormalize(image_size)
+        self.transform = ResizePadNormalize(image_size, keep_original=True)
         self.clip = clip or ClipSampler(mode="all", max_frames=64)
         self.on_error = on_error
         self.conversations = bool(conversations)

@@ -47,6 +47,11 @@ VIDEO_EXTENSIONS = ("mp4",)
 _MEDIA = re.compile(r"(?:^|\.)(png|jpe?g|mp4|gif|bmp|webp|tiff?|avi|mov|mkv|webm)$")
 
 
+class VideoTooLong(ValueError):
+    """An evaluation video has more frames than ``max_frames``: scores are never computed on a cut
+    video, so this stops evaluation (it is a setting to raise, not bad data to skip)."""
+
+
 @dataclass(frozen=True)
 class ClipSampler:
     """Chooses which frames of a video form the clip (images always give ``[0]``).
@@ -55,9 +60,9 @@ class ClipSampler:
         length: frames per clip.
         stride: step between consecutive clip frames.
         mode: ``"random"`` (training: a random consecutive clip, from the caller's seeded generator),
-            ``"first"`` (evaluation: the first clip) or ``"all"`` (evaluation: the whole video at ``stride``,
-            up to ``max_frames``).
-        max_frames: cap for ``mode="all"``.
+            ``"first"`` (the first clip) or ``"all"`` (evaluation: the whole video at ``stride``).
+        max_frames: the most frames ``mode="all"`` reads; a longer video raises :class:`VideoTooLong`
+            rather than being cut.
 
     A video shorter than one clip gives all its frames at ``stride`` (a shorter ``T``; batches group by
     ``T``, so such clips are batched with each other).
@@ -77,7 +82,13 @@ class ClipSampler:
     def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> list[int]:
         """Frame indices (sorted) of the clip cut from a ``num_frames`` video."""
         if self.mode == "all":
-            return list(range(0, num_frames, self.stride))[: self.max_frames]
+            frames = list(range(0, num_frames, self.stride))
+            if len(frames) > self.max_frames:
+                raise VideoTooLong(
+                    f"a video of {num_frames} frames is longer than the {self.max_frames} frames evaluation "
+                    "reads (data.eval_max_frames): videos are scored whole, never cut; raise the limit"
+                )
+            return frames
         span = (self.length - 1) * self.stride + 1
         if num_frames <= span:
             return list(range(0, num_frames, self.stride))[: self.length]
@@ -307,14 +318,22 @@ def decode_sample(
                 url, key, f"missing image media (one of {IMAGE_EXTENSIONS}; members: {members})"
             )
         frames, indices = _decode_image(raw[ext], url, key, ext, height, width, max_pixels), [0]
-    elif frame_members:
-        frames, indices = _decode_frames(raw, media, url, key, sample, lambda n: clip_sampler(n, rng), max_pixels)
     else:
-        if media != ["mp4"]:
+        if not frame_members and media != ["mp4"]:
             raise SampleError(
                 url, key, f"missing video media ('mp4' or frame images 0000.jpg, ...; members: {members})"
             )
-        frames, indices = _decode_video(raw["mp4"], url, key, num_frames, lambda n: clip_sampler(n, rng))
+        try:
+            if frame_members:
+                frames, indices = _decode_frames(
+                    raw, media, url, key, sample, lambda n: clip_sampler(n, rng), max_pixels
+                )
+            else:
+                frames, indices = _decode_video(
+                    raw["mp4"], url, key, num_frames, lambda n: clip_sampler(n, rng)
+                )
+        except VideoTooLong as error:
+            raise VideoTooLong(f"{url} {key}: {error}") from None
         if frames.shape[1:3] != (height, width):
             raise SampleError(
                 url, key, f"media size {list(frames.shape[1:3])} does not match json size [{height}, {width}]"

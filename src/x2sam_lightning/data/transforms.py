@@ -39,6 +39,8 @@ class ResizePadNormalize:
         hflip_prob: probability of a horizontal flip (training). The flip mirrors pixels and masks only:
             referring expressions and ``attributes["position"]`` that say left/right are NOT rewritten, so
             keep it 0 for referring tasks until a text-aware flip exists.
+        keep_original: also keep the masks at the source resolution (``targets.original_masks``, no
+            copy): evaluation scores there.
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class ResizePadNormalize:
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         hflip_prob: float = 0.0,
+        keep_original: bool = False,
     ) -> None:
         self.image_size = int(image_size)
+        self.keep_original = bool(keep_original)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.hflip_prob = float(hflip_prob)
@@ -97,6 +101,7 @@ class ResizePadNormalize:
                 valid=torch.from_numpy(clip.valid),
                 object_ids=torch.from_numpy(clip.object_ids),
                 iscrowd=torch.from_numpy(clip.iscrowd),
+                original_masks=torch.from_numpy(clip.masks) if self.keep_original else None,
             ),
             image_size=(h, w),
             original_size=(h0, w0),

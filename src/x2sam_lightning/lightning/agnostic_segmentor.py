@@ -7,6 +7,7 @@ initialisation of stage 2's decoder: see :func:`x2sam_lightning.lightning.checkp
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -28,9 +29,7 @@ VAL_METRICS = {"ap50": "map_50", "ap": "map", "ar10": "mar_10", "ar100": "mar_10
 
 def class_agnostic(targets: Sequence[TrackTargets]) -> list[TrackTargets]:
     """Every object becomes class 0 ("object"); crowd regions are kept for the metric's crowd rule."""
-    return [
-        TrackTargets(t.masks, torch.zeros_like(t.labels), t.valid, t.object_ids, t.iscrowd) for t in targets
-    ]
+    return [replace(t, labels=torch.zeros_like(t.labels)) for t in targets]
 
 
 class AgnosticSegmentor(L.LightningModule):
@@ -96,12 +95,17 @@ class AgnosticSegmentor(L.LightningModule):
                 f"'{batch.source}' gives clips of T={batch.num_frames}. Video AP is a vid_* metric."
             )
         outputs = self(batch.pixel_values)
-        detections = self._postprocess(outputs, batch, output_sizes=batch.image_sizes)
-        # Scored at the input resolution, inside the un-padded content (the metric is class-agnostic, so
-        # no labels are passed).
+        # Scored at the source resolution when the stream carries it (evaluation streams do), as the COCO
+        # scorer does; else inside the un-padded content at the input size. Class-agnostic: no labels.
+        original = all(t.original_masks is not None for t in batch.targets)
+        sizes = batch.original_sizes if original else batch.image_sizes
+        detections = self._postprocess(outputs, batch, output_sizes=sizes)
         targets = [
-            {"masks": t.masks[t.valid[:, 0], 0, :h, :w], "iscrowd": t.iscrowd[t.valid[:, 0]].long()}
-            for t, (h, w) in zip(batch.targets, batch.image_sizes.tolist())
+            {
+                "masks": (t.original_masks if original else t.masks)[t.valid[:, 0], 0, :h, :w],
+                "iscrowd": t.iscrowd[t.valid[:, 0]].long(),
+            }
+            for t, (h, w) in zip(batch.targets, sizes.tolist())
         ]
         preds = [{"masks": det["masks"][:, 0], "scores": det["scores"]} for det in detections]
         metric.update(preds, targets)

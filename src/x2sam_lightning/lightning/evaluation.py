@@ -2,9 +2,11 @@
 
 Evaluation follows the benchmarks' protocol: the reply is *generated* from the user turns (greedy), the
 masks come from the ``<SEG>`` tokens of that reply (:meth:`X2SAM.generate`), and a reply without the
-``<SEG>`` a condition needs yields an empty mask rather than an error. Masks are scored inside the
-un-padded content at the model input size (the synthetic sets' native size; original-resolution scoring
-of real datasets comes with the dataset recipes).
+``<SEG>`` a condition needs yields an empty mask rather than an error. Masks are scored at the source
+media's resolution, as the official scorers do: evaluation streams carry the ground truth at that size
+(``TrackTargets.original_masks``) and predicted logits are resized to it (content cropped from the
+padding, bilinear, then thresholded). A batch without original masks is scored inside the un-padded
+content at the model input size.
 
 Each task's metrics form a :class:`~x2sam_lightning.metrics.factory.TaskMetricCollection` built from
 ``conf/model/metrics`` (one member per name; visual-prompt tasks have one member per prompt type, chosen
@@ -101,17 +103,34 @@ class Evaluator:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    def _instance_masks(self, batch: SegBatch, out: X2SAMOutput, index: int) -> Tensor:
-        """Mask logits ``[Q, T, h, w]`` of instance ``index`` at the sample's content size."""
-        b = out.instances[index].sample
-        h, w = (int(v) for v in batch.image_sizes[b])
-        padded = tuple(batch.pixel_values.shape[-2:])
-        return resize_masks(out.seg["pred_masks"][index], padded, (h, w), (h, w))
-
     @staticmethod
-    def _content(batch: SegBatch, b: int, masks: Tensor) -> Tensor:
+    def _scoring_size(batch: SegBatch, b: int) -> tuple[int, int]:
+        """Where sample ``b`` is scored: its source resolution when the batch carries the ground truth
+        there, else its content size at the model input."""
+        sizes = batch.image_sizes if batch.targets[b].original_masks is None else batch.original_sizes
+        h, w = (int(v) for v in sizes[b])
+        return h, w
+
+    def _instance_masks(
+        self, batch: SegBatch, out: X2SAMOutput, index: int, queries: list[int] | None = None
+    ) -> Tensor:
+        """Mask logits ``[Q, T, h, w]`` of instance ``index`` (only ``queries`` when given: resizing every
+        query to a large source resolution is wasted work) at the sample's scoring size."""
+        b = out.instances[index].sample
+        logits = out.seg["pred_masks"][index]
+        if queries is not None:
+            logits = logits[torch.as_tensor(queries, dtype=torch.long, device=logits.device)]
+        content = tuple(int(v) for v in batch.image_sizes[b])
+        padded = tuple(batch.pixel_values.shape[-2:])
+        return resize_masks(logits, padded, content, self._scoring_size(batch, b))
+
+    def _targets(self, batch: SegBatch, b: int) -> Tensor:
+        """Ground-truth masks ``[N, T, h, w]`` of sample ``b`` at its scoring size."""
+        target = batch.targets[b]
+        if target.original_masks is not None:
+            return target.original_masks
         h, w = (int(v) for v in batch.image_sizes[b])
-        return masks[..., :h, :w]
+        return target.masks[..., :h, :w]
 
     def _own_masks(self, batch: SegBatch, out: X2SAMOutput) -> dict[tuple[int, int], Tensor]:
         """``(sample, condition) -> mask [T, h, w]`` of every per-condition instance (best query)."""
@@ -120,7 +139,7 @@ class Evaluator:
             if inst.own is None:
                 continue
             query, _ = best_query(out.seg["pred_logits"][i], inst.own, self.class_loss)
-            found[inst.conditions[inst.own]] = self._instance_masks(batch, out, i)[query] > 0
+            found[inst.conditions[inst.own]] = self._instance_masks(batch, out, i, [query])[0] > 0
         return found
 
     def _set_instance(self, out: X2SAMOutput, b: int) -> int | None:
@@ -136,13 +155,13 @@ class Evaluator:
         return torch.cat([logits[:, :k], logits[:, -1:]], -1)
 
     def _union(self, batch: SegBatch, b: int, objects: list[int]) -> Tensor:
-        masks = self._content(batch, b, batch.targets[b].masks)
+        masks = self._targets(batch, b)
         if not objects:
             return torch.zeros_like(masks[0]) if masks.shape[0] else masks.new_zeros(masks.shape[1:])
         return masks[torch.as_tensor(objects, device=masks.device)].any(0)
 
     def _empty(self, batch: SegBatch, b: int) -> Tensor:
-        h, w = (int(v) for v in batch.image_sizes[b])
+        h, w = self._scoring_size(batch, b)
         return torch.zeros(batch.num_frames, h, w, dtype=torch.bool, device=batch.pixel_values.device)
 
     def _text(self, ids: list[int]) -> str:
@@ -168,7 +187,7 @@ class Evaluator:
             categories = batch.categories[b]
             to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
             target = batch.targets[b]
-            gt_masks = self._content(batch, b, target.masks)[:, 0]  # [N, h, w]
+            gt_masks = self._targets(batch, b)[:, 0]  # [N, h, w]
             h, w = gt_masks.shape[-2:] if gt_masks.shape[0] else self._empty(batch, b).shape[-2:]
             gt_ids = torch.zeros(h, w, dtype=torch.long)
             gt_semantic = torch.full((h, w), 255, dtype=torch.long)
@@ -290,17 +309,14 @@ class Evaluator:
         """One mask per visual prompt: the query most confident in that region's condition."""
         for b, conversation in enumerate(batch.conversations):
             index = self._set_instance(out, b)
-            preds, targets = [], []
-            if index is not None:
+            conditions = range(len(conversation.condition_objects))
+            if index is None:
+                preds = [self._empty(batch, b)[0] for _ in conditions]
+            else:
                 logits = self._prompt_logits(out, index, len(conversation.condition_objects))
-                masks = self._instance_masks(batch, out, index)
-            for k, objects in enumerate(conversation.condition_objects):
-                if index is None:
-                    preds.append(self._empty(batch, b)[0])
-                else:
-                    query, _ = best_query(logits, k, self.class_loss)
-                    preds.append(masks[query, 0] > 0)
-                targets.append(self._union(batch, b, objects)[0])
+                queries = [best_query(logits, k, self.class_loss)[0] for k in conditions]
+                preds = list(self._instance_masks(batch, out, index, queries)[:, 0] > 0) if queries else []
+            targets = [self._union(batch, b, objects)[0] for objects in conversation.condition_objects]
             if preds:
                 metric = self._member(metrics, conversation.prompt_type)
                 metric.update(torch.stack(preds).cpu(), torch.stack(targets).long().cpu())
@@ -313,7 +329,7 @@ class Evaluator:
             target = batch.targets[b]
             to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
             index = self._set_instance(out, b)
-            gt = self._content(batch, b, target.masks)[:, 0].cpu()
+            gt = self._targets(batch, b)[:, 0].cpu()
             if index is None:
                 h, w = gt.shape[-2:]
                 masks, scores, labels = (
