@@ -11,7 +11,16 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["loader", "model", "training", "joint_image", "metrics_panoptic", "metrics_video", "metrics_text"]
+ORDER = [
+    "loader",
+    "recipes",
+    "model",
+    "training",
+    "joint_image",
+    "metrics_panoptic",
+    "metrics_video",
+    "metrics_text",
+]
 METRIC_REPORTS = ["metrics_video", "metrics_panoptic", "metrics_text"]
 
 

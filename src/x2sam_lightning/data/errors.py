@@ -20,9 +20,6 @@ import ast
 import logging
 import re
 
-import torch
-from torch.utils.data import get_worker_info
-
 log = logging.getLogger(__name__)
 
 # A Python string repr: '...' or "..." with backslash escapes.
@@ -137,10 +134,14 @@ class SkipStats:
     rows = 64
 
     def __init__(self) -> None:
+        import torch  # here, not at module level: the errors and the schema stay importable without torch
+
         self.counts = torch.zeros(self.rows, len(self.FIELDS), dtype=torch.int64).share_memory_()
 
     @staticmethod
     def _row() -> int:
+        from torch.utils.data import get_worker_info
+
         info = get_worker_info()
         return 0 if info is None else 1 + info.id % (SkipStats.rows - 1)
 
