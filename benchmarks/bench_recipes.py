@@ -5,7 +5,7 @@ real on-disk format), the fixture is written at ``--scale`` times its test size,
 converted twice into fresh folders: once with 1 process, once with 2 (``--items-per-shard`` small, so
 the chunks spread over both). What is timed: the whole ``convert_split`` call (layout check, reading the
 annotation file, reading media, mask conversion, schema validation with every mask decoded, tar writing,
-the index; with 2 processes also starting them, about 2 s of spawn and imports that a real dataset
+the index; with 2 processes also starting them, about 0.3 s of spawn and imports that a real dataset
 amortises), wall clock, best of ``--repeats``. Not timed: writing the fixture. Samples/s = converted samples / seconds; the speed-up is 1-process time / 2-process
 time for the same work in the same run.
 
@@ -62,13 +62,13 @@ def _time(recipe, raw: Path, split: str, workers: int, repeats: int, per_shard: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=40, help="fixture size multiplier")
+    parser.add_argument("--scale", type=int, default=200, help="fixture size multiplier")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--items-per-shard", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="scale 8, one repeat")
+    parser.add_argument("--items-per-shard", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="scale 20, one repeat")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    scale, repeats = (8, 1) if args.quick else (args.scale, args.repeats)
+    scale, repeats = (20, 1) if args.quick else (args.scale, args.repeats)
     recipes = {name: recipe for name, (_, recipe) in all_recipes().items()}
     rows = []
     for name, write in sorted(fixtures().items()):
@@ -116,7 +116,7 @@ def main() -> None:
         f"tiny random media) at {scale}x their test size; the whole `convert_split` call timed (layout check, "
         "annotation file, media, masks, validation with every mask decoded, tar writing, index), best of "
         f"{repeats}; {args.items_per_shard} items per shard; the 2-process column includes starting the "
-        f"processes (~2 s). Media are small, so these numbers weigh the per-sample work (json, masks, validation) "
+        f"processes (~0.3 s). Media are small, so these numbers weigh the per-sample work (json, masks, validation) "
         "more than real datasets do, where reading and copying large JPEGs adds to both columns.",
         "",
         "| dataset | split | task | samples | samples/s, 1 process | samples/s, 2 processes | speed-up |",

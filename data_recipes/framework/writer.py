@@ -13,9 +13,11 @@ header size, frame count) before it is written.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,7 +32,6 @@ from data_recipes.framework.media import image_size
 from data_recipes.framework.recipe import ConvertedSample, Plan, Recipe, SkipItem, sample_key
 from x2sam_lightning.data.errors import SampleError
 from x2sam_lightning.data.schema import SCHEMA_VERSION, validate_index, validate_sample
-from x2sam_lightning.imports import require
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,24 @@ def _complete(recipe: Recipe, converted: ConvertedSample) -> tuple[str, dict[str
 
 
 # ---------------------------------------------------------------------------------------------- workers
+class _ShardWriter:
+    """A tar shard with WebDataset's member naming (``<key>.<ext>``), written with :mod:`tarfile` (no
+    torch import in the workers: webdataset's writer would pull it in). Members get a fixed mtime and
+    owner, so the bytes depend on the content only."""
+
+    def __init__(self, path: Path) -> None:
+        self.tar = tarfile.open(path, "w")
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self.tar.close()
+
+
 def convert_chunk(
     recipe: Recipe,
     items: list[Any],
@@ -163,7 +182,6 @@ def convert_chunk(
     on_error: str,
 ) -> ChunkRecord:
     """Convert one chunk of items into one shard (run in a worker process)."""
-    wds = require("webdataset")
     name = _shard_name(recipe.name, split, chunk)
     final, tmp = Path(out) / name, Path(out) / f".{name}.tmp"
     record = ChunkRecord(chunk=chunk, items=len(items), shard=None)
@@ -197,9 +215,8 @@ def convert_chunk(
                 key, sample = _complete(recipe, converted)
                 seen.add(key)
                 if writer is None:
-                    # A fixed mtime keeps the shard bytes reproducible.
-                    writer = wds.TarWriter(str(tmp), encoder=False, mtime=0.0)
-                writer.write({"__key__": key, "json": json.dumps(sample).encode(), **converted.media})
+                    writer = _ShardWriter(tmp)
+                writer.write(key, {"json": json.dumps(sample).encode(), **converted.media})
                 record.num_samples += 1
                 record.num_objects += len(sample["objects"])
                 record.num_frames += sample["num_frames"]
