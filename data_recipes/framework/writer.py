@@ -160,7 +160,7 @@ class _ShardWriter:
     owner, so the bytes depend on the content only."""
 
     def __init__(self, path: Path) -> None:
-        self.tar = tarfile.open(path, "w")
+        self.tar = tarfile.open(path, "w")  # noqa: SIM115 - closed by close(), the shard outlives one call
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
         for ext, data in members.items():
