@@ -65,7 +65,9 @@ class VideoInstruct100K(Recipe):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "--videos", default=DEFAULT_VIDEOS, help=f"video folder, relative to --root (default {DEFAULT_VIDEOS})"
+            "--videos",
+            default=DEFAULT_VIDEOS,
+            help=f"video folder, relative to --root (default {DEFAULT_VIDEOS})",
         )
 
     def configure(self, args: argparse.Namespace) -> None:
@@ -77,7 +79,9 @@ class VideoInstruct100K(Recipe):
     def check_layout(self, root: Path, split: str) -> None:
         path = root / "VideoInstruct100K.json"
         if not path.is_file():
-            raise LayoutError(f"expected the question-answer file VideoInstruct100K.json at {path}, found nothing")
+            raise LayoutError(
+                f"expected the question-answer file VideoInstruct100K.json at {path}, found nothing"
+            )
         require_dir(root / self.videos, "the ActivityNet videos")
 
     def plan(self, root: Path, split: str) -> Plan:

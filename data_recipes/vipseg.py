@@ -55,7 +55,9 @@ class VIPSeg(Recipe):
         for path in candidates:
             if path.is_file():
                 return path
-        raise LayoutError(f"expected the {split} video list at {candidates[0]} or {candidates[1]}, found neither")
+        raise LayoutError(
+            f"expected the {split} video list at {candidates[0]} or {candidates[1]}, found neither"
+        )
 
     def check_layout(self, root: Path, split: str) -> None:
         base = require_dir(self._base(root), "the 720P conversion VIPSeg_720P")
@@ -85,13 +87,17 @@ class VIPSeg(Recipe):
     def describe(self, item: Any) -> str:
         return f"video {item[0]}"
 
-    def objects(self, tracks: dict[int, list[Any]], known: tuple[int, ...], things: tuple[int, ...]) -> list[dict]:
+    def objects(
+        self, tracks: dict[int, list[Any]], known: tuple[int, ...], things: tuple[int, ...]
+    ) -> list[dict]:
         """One object per label value (the VGD builder keeps only thing instances)."""
         objects = []
         for value, masks in tracks.items():
             category = category_of(value)
             if category not in known:
-                raise ValueError(f"label value {value} is class {category}, not in panoVIPSeg_categories.json")
+                raise ValueError(
+                    f"label value {value} is class {category}, not in panoVIPSeg_categories.json"
+                )
             objects.append({"id": value, "category_id": category, "iscrowd": False, "masks": masks})
         return objects
 
@@ -112,7 +118,9 @@ class VIPSeg(Recipe):
         media, (height, width) = frame_media(paths)
         for path, label in zip(paths, labels):
             if label is not None and label.shape != (height, width):
-                raise ValueError(f"label PNG of {path.name} is {label.shape[::-1]}, the frame {(width, height)}")
+                raise ValueError(
+                    f"label PNG of {path.name} is {label.shape[::-1]}, the frame {(width, height)}"
+                )
         tracks = label_tracks(labels, keep=lambda value: value != 0)
         sample = {
             "height": height,

@@ -88,7 +88,9 @@ class VSPW(Recipe):
                 raise ValueError(f"mask of {path.name} is {label.shape[::-1]}, the frame {(width, height)}")
         classes = set(known)
         tracks = label_tracks(labels, keep=classes.__contains__)
-        objects = [{"id": c, "category_id": c, "iscrowd": False, "masks": masks} for c, masks in tracks.items()]
+        objects = [
+            {"id": c, "category_id": c, "iscrowd": False, "masks": masks} for c, masks in tracks.items()
+        ]
         sample = {
             "height": height,
             "width": width,

@@ -17,6 +17,7 @@ videos with json id divisible by 10 are held out; VIPSeg: its own val list).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -48,10 +49,9 @@ class _VGDBuilder:
     seed: int = 0
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        try:
+        # The module's other V-VGD recipe may have added it to the same parser already.
+        with contextlib.suppress(argparse.ArgumentError):
             parser.add_argument("--seed", type=int, default=0, help="seed of the stored evaluation prompts")
-        except argparse.ArgumentError:  # the other V-VGD recipe of this module added it already
-            pass
 
     def configure(self, args: argparse.Namespace) -> None:
         self.seed = int(args.seed)
@@ -71,7 +71,9 @@ class _VGDBuilder:
                 continue
             if split in PROMPTED_SPLITS:
                 mask = decode_rle(obj["masks"][frame]).astype(bool)
-                obj["prompt"] = prompt_from_mask(mask, prompt_rng(self.seed, key, obj["id"]), PROMPT_TYPES, frame=frame)
+                obj["prompt"] = prompt_from_mask(
+                    mask, prompt_rng(self.seed, key, obj["id"]), PROMPT_TYPES, frame=frame
+                )
             objects.append(obj)
         if not objects:
             raise SkipItem("no promptable track")

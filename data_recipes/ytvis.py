@@ -117,12 +117,16 @@ class YouTubeVIS(Recipe):
             raise SkipItem("frame file missing")
         media, (height, width) = frame_media(paths)
         if (height, width) != (item["height"], item["width"]):
-            raise ValueError(f"frames are {width}x{height} but the json says {item['width']}x{item['height']}")
+            raise ValueError(
+                f"frames are {width}x{height} but the json says {item['width']}x{item['height']}"
+            )
         objects = []
         for ann in item["annotations"]:
             segmentations = ann["segmentations"]
             if len(segmentations) != len(names):
-                raise ValueError(f"annotation {ann['id']} has {len(segmentations)} masks for {len(names)} frames")
+                raise ValueError(
+                    f"annotation {ann['id']} has {len(segmentations)} masks for {len(names)} frames"
+                )
             objects.append(
                 {
                     "id": int(ann["id"]),
