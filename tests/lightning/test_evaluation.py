@@ -120,3 +120,23 @@ def test_masks_are_scored_at_the_source_resolution_when_the_batch_carries_it():
     at_input_size = float(small.sum()) / (10 * 16)
     assert abs(float(metrics.compute()["ciou"]) - iou) < 1e-6
     assert abs(iou - at_input_size) > 0.01
+
+
+def test_ignore_regions_are_left_out_of_prediction_and_target():
+    """ReasonSeg's ignore region (an iscrowd object) counts for neither side, as LISA's ignore label."""
+    batch = _referring_batch()
+    masks = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    masks[0, 0, 2:10, 2:10] = True
+    masks[1, 0, 12:16, :] = True  # the ignore region: 64 pixels the whole-image prediction covers
+    target = TrackTargets(
+        masks,
+        torch.zeros(2, dtype=torch.long),
+        torch.ones(2, 1, dtype=torch.bool),
+        torch.arange(2),
+        torch.tensor([False, True]),
+    )
+    batch.targets = [target, target]
+    cfg = compose_config("joint_image", ["model.stage1_checkpoint=null"])
+    metrics = build_metrics("img_refseg", instantiate(cfg.model.metrics)["img_refseg:grefcoco"], [])
+    Evaluator(tokenizer=None)(batch, _output(hit=True), [[], []], metrics)
+    assert abs(float(metrics.compute()["ciou"]) - 64 / (256 - 64)) < 1e-6

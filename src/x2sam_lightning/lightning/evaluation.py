@@ -253,15 +253,25 @@ class Evaluator:
     def referring(
         self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
     ) -> None:
-        """One mask per condition of the prompt: the best query of its ``<SEG>``; none -> empty."""
+        """One mask per condition of the prompt: the best query of its ``<SEG>``; none -> empty.
+
+        Pixels of the sample's ``iscrowd`` objects (ReasonSeg's "ignore" regions) are left out of both the
+        prediction and the target, as the benchmark's scorer (LISA, ignore label 255) leaves them out.
+        """
         own = self._own_masks(batch, out)
         preds, targets, said_none = [], [], []
         for b, conversation in enumerate(batch.conversations):
+            crowd = torch.nonzero(batch.targets[b].iscrowd).flatten().tolist()
+            keep = ~self._union(batch, b, crowd) if crowd else None
             for k, objects in enumerate(conversation.condition_objects):
                 pred = own.get((b, k))
                 said_none.append(pred is None)
-                preds.append(self._empty(batch, b) if pred is None else pred)
-                targets.append(self._union(batch, b, objects))
+                pred = self._empty(batch, b) if pred is None else pred
+                target = self._union(batch, b, objects)
+                if keep is not None:
+                    pred, target = pred & keep, target & keep
+                preds.append(pred)
+                targets.append(target)
         if not preds:
             return
         pred, target = torch.stack(preds).cpu(), torch.stack(targets).cpu()
