@@ -50,3 +50,22 @@ def test_mask_dict_layout_errors(tmp_path):
     (tmp_path / "revos" / "meta_expressions_valid_.json").unlink()
     with pytest.raises(LayoutError, match="meta_expressions_valid_.json"):
         ReVOS().check_layout(tmp_path / "revos", "val")
+
+
+def test_converted_samples_build_their_evaluation_conversation(tmp_path):
+    from x2sam_lightning.data.conversations import build_conversation, check_conversation
+    from x2sam_lightning.data.shards import ClipSampler, iter_source
+    from x2sam_lightning.data.sources import ShardSource
+    from x2sam_lightning.data.transforms import ResizePadNormalize
+
+    write_revos(tmp_path / "raw")
+    convert(ReVOS(), tmp_path / "raw", tmp_path / "out", "val")
+    source = ShardSource("revos_val", tmp_path / "out" / "revos-val.index.json")
+    samples = list(iter_source(source, ResizePadNormalize(64), ClipSampler(mode="all"), train=False))
+    assert samples
+    for sample in samples:
+        conversation = build_conversation(sample, train=False)
+        check_conversation(conversation)
+        reference = sample.meta["references"][0]
+        assert reference["text"].rstrip("?.! ") in conversation.messages[0]["content"]
+        assert len(conversation.condition_objects[0]) == len(reference["object_ids"])

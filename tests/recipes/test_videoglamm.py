@@ -64,3 +64,21 @@ def test_gcg_layout_errors_name_what_is_missing(tmp_path):
         VideoGLaMMBurst().check_layout(tmp_path, "test")
     with pytest.raises(LayoutError, match="vidstg_gcg/val_captions"):
         VideoGLaMMVidSTG().check_layout(tmp_path, "val")
+
+
+def test_converted_gcg_samples_build_their_evaluation_conversation(tmp_path):
+    from x2sam_lightning.data.conversations import build_conversation, check_conversation
+    from x2sam_lightning.data.shards import ClipSampler, iter_source
+    from x2sam_lightning.data.sources import ShardSource
+    from x2sam_lightning.data.transforms import ResizePadNormalize
+
+    fixtures.write_videoglamm_burst(tmp_path / "raw")
+    convert(VideoGLaMMBurst(), tmp_path / "raw", tmp_path / "out", "test")
+    source = ShardSource("burst_test", tmp_path / "out" / "videoglamm_burst-test.index.json")
+    samples = list(iter_source(source, ResizePadNormalize(64), ClipSampler(mode="all"), train=False))
+    assert samples
+    for sample in samples:
+        conversation = build_conversation(sample, train=False)
+        check_conversation(conversation)
+        assert "<p>man</p><SEG>" in conversation.messages[1]["content"].replace(" ", "")
+        assert [len(o) for o in conversation.condition_objects] == [1, 2]
