@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from collections import defaultdict
@@ -34,6 +33,7 @@ from data_recipes.framework.cli import main
 from data_recipes.framework.layout import load_json, require_dir, require_file, require_keys
 from data_recipes.framework.masks import MaskFormatError, mask_to_rle, panoptic_ids, to_rle
 from data_recipes.framework.media import image_media
+from data_recipes.framework.prompts import add_seed_argument, prompt_rng
 from data_recipes.framework.recipe import Plan
 from x2sam_lightning.data.rle import decode_rle
 from x2sam_lightning.data.visual_prompts import MAX_SCRIBBLE_POINTS, PROMPT_TYPES, prompt_from_mask
@@ -65,21 +65,6 @@ def vocabulary(categories: list[dict[str, Any]], path: Path) -> list[dict[str, A
             }
         )
     return sorted(result, key=lambda c: c["id"])
-
-
-def add_seed_argument(parser: argparse.ArgumentParser) -> None:
-    """``--seed`` (once, however many recipes of a module add it)."""
-    if "--seed" not in parser._option_string_actions:  # noqa: SLF001 - argparse has no public lookup
-        parser.add_argument(
-            "--seed", type=int, default=0, help="seed of the stored visual prompts (default 0)"
-        )
-
-
-def prompt_rng(seed: int, dataset: str, sample_id: str, object_id: int) -> np.random.Generator:
-    """The generator of one object's stored prompts: fixed by the seed, the sample and the object, so the
-    prompts do not depend on the worker count, the chunking or the other objects."""
-    digest = hashlib.sha256(f"{seed}/{dataset}/{sample_id}/{object_id}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
 def instance_mask(segmentation: Any, height: int, width: int) -> tuple[dict[str, Any], np.ndarray] | None:

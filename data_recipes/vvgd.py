@@ -17,14 +17,13 @@ videos with json id divisible by 10 are held out; VIPSeg: its own val list).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-from data_recipes._video import prompt_rng
 from data_recipes.framework import ConvertedSample, SkipItem
 from data_recipes.framework.cli import main
+from data_recipes.framework.prompts import add_seed_argument, prompt_rng
 from data_recipes.framework.recipe import sample_key
 from data_recipes.vipseg import INSTANCE_FROM, VIPSeg
 from data_recipes.ytvis import YouTubeVIS
@@ -49,9 +48,7 @@ class _VGDBuilder:
     seed: int = 0
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        # The module's other V-VGD recipe may have added it to the same parser already.
-        with contextlib.suppress(argparse.ArgumentError):
-            parser.add_argument("--seed", type=int, default=0, help="seed of the stored evaluation prompts")
+        add_seed_argument(parser)
 
     def configure(self, args: argparse.Namespace) -> None:
         self.seed = int(args.seed)

@@ -8,9 +8,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from data_recipes.framework.recipe import LayoutError, Recipe
 from data_recipes.framework.writer import ConversionError, SplitSummary, convert_split
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    """Add ``flag`` unless another recipe of the same command line already did (a module's recipes share
+    one parser: ``--seed``, ``--fps``)."""
+    if not any(flag in action.option_strings for action in parser._actions):
+        parser.add_argument(flag, **kwargs)
 
 
 def build_parser(recipes: Sequence[Recipe], prog: str | None = None) -> argparse.ArgumentParser:
