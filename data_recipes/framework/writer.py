@@ -356,15 +356,20 @@ def convert_split(
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 running: set[Future[ChunkRecord]] = set()
-                for chunk, items in pending:
-                    # At most two chunks per worker in flight: items stream, memory stays bounded.
-                    while len(running) >= 2 * workers:
-                        finished, running = wait(running, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            finish(future.result())
-                    running.add(pool.submit(convert_chunk, recipe, items, chunk, *args))
-                for future in wait(running).done:
-                    finish(future.result())
+                try:
+                    for chunk, items in pending:
+                        # At most two chunks per worker in flight: items stream, memory stays bounded.
+                        while len(running) >= 2 * workers:
+                            finished, running = wait(running, return_when=FIRST_COMPLETED)
+                            for future in finished:
+                                finish(future.result())
+                        running.add(pool.submit(convert_chunk, recipe, items, chunk, *args))
+                    for future in wait(running).done:
+                        finish(future.result())
+                except BaseException:
+                    # A failed chunk (or Ctrl-C) stops the conversion now: queued chunks are not started.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     finally:
         if bar is not None:
             bar.close()

@@ -101,8 +101,9 @@ def test_a_bad_item_raises_naming_its_file_or_is_counted_when_skipping(raw, tmp_
     record = json.loads(victim.read_text())
     record["annotations"][0]["segmentation"]["size"] = [3, 3]
     victim.write_text(json.dumps(record))
-    with pytest.raises(ConversionError, match=rf"{victim.name}.*RLE size \[3, 3\]"):
-        convert(SA1B(), broken, tmp_path / "out", "train")
+    for workers in (1, 2):
+        with pytest.raises(ConversionError, match=rf"{victim.name}.*RLE size \[3, 3\]"):
+            convert(SA1B(), broken, tmp_path / "out", "train", workers=workers, items_per_shard=2)
     summary = convert(SA1B(), broken, tmp_path / "out", "train", on_error="skip")
     assert summary.skipped["invalid: MaskFormatError"] == 1
 
