@@ -100,11 +100,12 @@ class ClipSampler:
 
 @dataclass
 class DecodedClip:
-    """A decoded sample at its original resolution, before resizing.
+    """A decoded sample, frames at their original resolution, before resizing.
 
     Attributes:
         frames: ``[T, H, W, 3]`` uint8 RGB.
-        masks: ``[N, T, H, W]`` bool (False where absent).
+        masks: ``[N, T, H, W]`` bool (False where absent), or ``[N, T, h, w]`` when decoding was asked
+            for a mask size (``decode_sample(mask_size=...)``).
         valid: ``[N, T]`` bool, False where the shard stores ``null``.
         labels: ``[N]`` int64, index into ``categories`` (0 when the object has no category).
         object_ids: ``[N]`` int64.
@@ -126,6 +127,18 @@ class DecodedClip:
     categories: list[dict[str, Any]]
     key: str
     url: str
+
+
+def resize_nearest(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[..., H, W]`` bool masks -> ``[..., h, w]`` with torch's ``nearest-exact`` (the rule the
+    resize transform uses for masks, so pre-resized masks equal the transform's)."""
+    import torch
+    import torch.nn.functional as F
+
+    lead, (h0, w0) = masks.shape[:-2], masks.shape[-2:]
+    flat = torch.from_numpy(np.ascontiguousarray(masks).reshape(-1, 1, h0, w0).view(np.uint8))
+    resized = F.interpolate(flat, size=size, mode="nearest-exact")
+    return resized.reshape(*lead, *size).bool().numpy()
 
 
 def _decode_error(text: str) -> str:
@@ -273,10 +286,14 @@ def decode_sample(
     task: str | None = None,
     modality: str | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_objects: int | None = None,
+    mask_size: Callable[[int, int], tuple[int, int] | None] | None = None,
 ) -> DecodedClip:
     """Validate and decode one raw WebDataset sample (``{"__key__", "__url__", "json", "png", ...}``).
 
     Objects with no mask on any frame of the clip are dropped (nothing to learn or score there).
+    Peak memory stays at one object's full-resolution masks when ``mask_size`` is given: each object is
+    decoded and resized before the next one (an SA-1B image is ~1500 x 2250 with ~100 masks).
 
     Args:
         raw: the sample's members.
@@ -285,6 +302,11 @@ def decode_sample(
         default_categories: the index vocabulary (for samples without ``categories`` of their own).
         task, modality: what the index says the samples are (checked; None = not checked).
         max_pixels: largest frame (height x width) read, checked before decoding (None: no limit).
+        max_objects: keep at most this many objects, a subset drawn with ``rng`` (the first ones without
+            it) before any mask is decoded; None keeps every object.
+        mask_size: ``(height, width) -> (h, w)`` the masks are wanted at (nearest-exact, as
+            :class:`~x2sam_lightning.data.transforms.ResizePadNormalize` resizes), or None for the source
+            resolution.
 
     Raises:
         SampleError: a missing or extra member, a json that breaks the schema or disagrees with the index,
@@ -342,16 +364,20 @@ def decode_sample(
     check_mask_runs(sample, set(indices), url=url, key=key)
     categories = sample.get("categories") or categories
     position = {c["id"]: i for i, c in enumerate(categories)}
+    present = [obj for obj in sample["objects"] if any(obj["masks"][t] is not None for t in indices)]
+    if max_objects is not None and len(present) > max_objects:
+        chosen = range(max_objects) if rng is None else rng.choice(len(present), max_objects, replace=False)
+        present = [present[i] for i in sorted(chosen)]
+    size = None if mask_size is None else mask_size(height, width)
+    out_h, out_w = (height, width) if size is None else size
     masks, valid, labels, ids, crowd = [], [], [], [], []
-    for obj in sample["objects"]:
+    for obj in present:
         rles = [obj["masks"][t] for t in indices]
-        if all(r is None for r in rles):
-            continue
         track = np.zeros((len(indices), height, width), dtype=bool)
         for t, rle in enumerate(rles):
             if rle is not None:
                 track[t] = decode_rle(rle)  # checked above: size and runs
-        masks.append(track)
+        masks.append(track if (out_h, out_w) == (height, width) else resize_nearest(track, (out_h, out_w)))
         valid.append([r is not None for r in rles])
         # validate_sample guarantees a known category, or none with a vocabulary of at most one (label 0).
         category = obj.get("category_id")
@@ -361,7 +387,7 @@ def decode_sample(
     n, t = len(masks), len(indices)
     return DecodedClip(
         frames=frames,
-        masks=np.stack(masks) if masks else np.zeros((0, t, height, width), dtype=bool),
+        masks=np.stack(masks) if masks else np.zeros((0, t, out_h, out_w), dtype=bool),
         valid=np.asarray(valid, dtype=bool).reshape(n, t),
         labels=np.asarray(labels, dtype=np.int64),
         object_ids=np.asarray(ids, dtype=np.int64),
@@ -558,6 +584,8 @@ def iter_source(
                 task=task,
                 modality=modality,
                 max_pixels=source.max_pixels,
+                max_objects=source.max_objects if train else None,
+                mask_size=getattr(transform, "mask_size", None),
             )
             out = transform(clip, rng)
         except SampleError as error:

@@ -36,6 +36,9 @@ class ShardSource:
             :class:`~x2sam_lightning.data.errors.SourceError`, in ``raise`` and ``skip`` mode alike.
         variant: the benchmark variant whose rules score this source (``grefcoco``: an entry
             ``task:variant`` of ``conf/model/metrics/tasks.yaml``); None for the task's own metrics.
+        max_objects: in training, a sample with more objects (on its clip) keeps a random subset of this
+            many, chosen before any mask is decoded (SA-1B images hold ~100 masks). Evaluation always
+            reads every object. None: no limit.
 
     Attributes:
         stats: :class:`~x2sam_lightning.data.errors.SkipStats`, the samples and shards skipped
@@ -54,6 +57,7 @@ class ShardSource:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
         variant: str | None = None,
+        max_objects: int | None = None,
     ) -> None:
         if (index is None) == (urls is None):
             raise ValueError(f"source {name!r}: give exactly one of 'index' or 'urls'")
@@ -63,6 +67,8 @@ class ShardSource:
             raise ValueError(f"source {name!r}: max_pixels must be positive or None, got {max_pixels}")
         if max_consecutive_failures < 1:
             raise ValueError(f"source {name!r}: max_consecutive_failures must be >= 1")
+        if max_objects is not None and max_objects < 1:
+            raise ValueError(f"source {name!r}: max_objects must be >= 1 or None, got {max_objects}")
         if urls is not None and not urls:
             raise ValueError(f"source {name!r}: 'urls' is empty")
         if modality is not None and modality not in MODALITIES:
@@ -83,6 +89,7 @@ class ShardSource:
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.variant = variant
+        self.max_objects = None if max_objects is None else int(max_objects)
         self.stats = SkipStats()
         #: Shards this process found bad (``on_error="skip"``): not read again.
         self.known_bad_shards: set[str] = set()

@@ -57,6 +57,11 @@ class ResizePadNormalize:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.hflip_prob = float(hflip_prob)
 
+    def mask_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """The size masks are resized to, for :func:`~x2sam_lightning.data.shards.decode_sample` to
+        resize each object as it decodes it; None when the source-resolution masks are kept too."""
+        return None if self.keep_original else resized_shape(height, width, self.image_size)
+
     def __call__(self, clip: DecodedClip, rng: np.random.Generator | None = None) -> SegSample:
         """Args: clip with ``frames [T, h0, w0, 3]`` uint8 and ``masks [N, T, h0, w0]``.
 
@@ -72,11 +77,13 @@ class ResizePadNormalize:
         pixels = (pixels - self.mean) / self.std
         masks = torch.from_numpy(clip.masks)
         n = masks.shape[0]
-        if (h, w) != (h0, w0) and n:
-            flat = masks.reshape(n * t, 1, h0, w0).to(torch.uint8)
-            masks = F.interpolate(flat, size=(h, w), mode="nearest-exact").reshape(n, t, h, w).bool()
-        elif (h, w) != (h0, w0):
-            masks = masks.new_zeros((0, t, h, w))
+        # Masks may come decoded at the input size already (object by object: ``mask_size``).
+        if tuple(masks.shape[-2:]) != (h, w):
+            if n:
+                flat = masks.reshape(n * t, 1, h0, w0).to(torch.uint8)
+                masks = F.interpolate(flat, size=(h, w), mode="nearest-exact").reshape(n, t, h, w).bool()
+            else:
+                masks = masks.new_zeros((0, t, h, w))
         if self.hflip_prob > 0 and rng is not None and rng.random() < self.hflip_prob:
             pixels, masks = pixels.flip(-1), masks.flip(-1)
         pixels = F.pad(pixels, (0, size - w, 0, size - h))

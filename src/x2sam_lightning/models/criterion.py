@@ -57,9 +57,17 @@ def weighted_sum(losses: Mapping[str, Tensor], weight_dict: Mapping[str, float])
     return total
 
 
-def num_masks_across_processes(targets: Sequence[TrackTargets], device: torch.device) -> float:
-    """Mean number of target tracks per process (all-reduced when distributed), at least 1."""
-    num = torch.tensor(float(sum(len(t) for t in targets)), device=device)
+def num_masks_across_processes(
+    targets: Sequence[TrackTargets], device: torch.device, num_queries: int | None = None
+) -> float:
+    """Mean number of target tracks per process (all-reduced when distributed), at least 1.
+
+    With ``num_queries``, a sample counts at most that many: the matcher pairs each query with at most one
+    target, so targets beyond the query count are never matched and must not dilute the loss of the
+    matched ones (an SA-1B image can hold more masks than there are queries).
+    """
+    counts = (len(t) if num_queries is None else min(len(t), num_queries) for t in targets)
+    num = torch.tensor(float(sum(counts)), device=device)
     world = 1
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(num)
@@ -238,7 +246,9 @@ class SetCriterion(nn.Module):
         Returns:
             ``loss_*`` for the final prediction and ``loss_*_{i}`` for auxiliary prediction ``i``.
         """
-        num_masks = num_masks_across_processes(targets, outputs["pred_logits"].device)
+        num_masks = num_masks_across_processes(
+            targets, outputs["pred_logits"].device, num_queries=outputs["pred_logits"].shape[1]
+        )
         grid_labels = None
         if self.point_grid is not None and "masks" in self.losses:
             with torch.no_grad():
