@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from data_recipes.framework.masks import index_png, mask_to_rle, to_rle
+from data_recipes.framework.media import frame_media
+from data_recipes.framework.recipe import SkipItem
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -118,6 +120,28 @@ def id_tracks(
     ids = [int(i) for i in object_ids]
     tracks = label_tracks(labels, set(ids).__contains__)
     return {i: tracks.get(i, [None] * len(labels)) for i in ids}
+
+
+def frames_and_labels(
+    frame_dir: Path, mask_dir: Path
+) -> tuple[list[Path], dict[str, bytes], int, int, list[np.ndarray | None]]:
+    """A video's frame files (time order), their media members and size, and the label PNG beside each
+    frame (same file stem in ``mask_dir``; ``None`` where there is none: the frame is not annotated).
+
+    Raises:
+        SkipItem: ``video folder missing``, ``no frames``, ``no masks`` (no frame has a label PNG).
+        ValueError: a label PNG whose size differs from the frames'.
+    """
+    if not frame_dir.is_dir():
+        raise SkipItem("video folder missing")
+    paths = list_frames(frame_dir)
+    if not paths:
+        raise SkipItem("no frames")
+    pngs = [mask_dir / f"{path.stem}.png" for path in paths]
+    if not any(png.is_file() for png in pngs):
+        raise SkipItem("no masks")
+    media, (height, width) = frame_media(paths)
+    return paths, media, height, width, read_label_pngs(pngs, height, width)
 
 
 def palette_tracks(

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections import defaultdict
@@ -33,7 +32,7 @@ from data_recipes.framework.cli import main
 from data_recipes.framework.layout import load_json, require_dir, require_file, require_keys
 from data_recipes.framework.masks import MaskFormatError, mask_to_rle, panoptic_ids, to_rle
 from data_recipes.framework.media import image_media
-from data_recipes.framework.prompts import add_seed_argument, prompt_rng
+from data_recipes.framework.prompts import SeededPrompts, prompt_rng
 from data_recipes.framework.recipe import Plan
 from x2sam_lightning.data.rle import decode_rle
 from x2sam_lightning.data.visual_prompts import MAX_SCRIBBLE_POINTS, PROMPT_TYPES, prompt_from_mask
@@ -234,7 +233,7 @@ COCO_THING_NAMES = {
 COCO_THING_CATEGORIES = [{"id": i, "name": n, "isthing": True} for i, n in COCO_THING_NAMES.items()]
 
 
-class COCOVGD(Recipe):
+class COCOVGD(SeededPrompts, Recipe):
     """COCO-VGD from ``annotations/instances_{split}2017.json``: one sample per image, every non-crowd
     instance an object (crowd regions are dropped, as the authors' builder drops them); the visual
     grounded conversation prompts one object of each category present and targets all of them. ``val``
@@ -245,16 +244,6 @@ class COCOVGD(Recipe):
     task = "img_vgdseg"
     splits = ("train", "val")
     layout = "annotations/instances_{train,val}2017.json and the images in {train,val}2017/"
-    seed = 0
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_seed_argument(parser)
-
-    def configure(self, args: argparse.Namespace) -> None:
-        self.seed = int(getattr(args, "seed", 0))
-
-    def options(self) -> dict[str, Any]:
-        return {"seed": self.seed}
 
     def check_layout(self, root: Path, split: str) -> None:
         require_file(root / "annotations" / f"instances_{split}2017.json", f"the COCO instances {split} json")
@@ -421,7 +410,7 @@ def prompt_from_masks(
     return {"frame": 0, **{k: prompt[k] for k in PROMPT_TYPES if k in prompt}}, drawn
 
 
-class COCOInteractive(Recipe):
+class COCOInteractive(SeededPrompts, Recipe):
     """COCO-Interactive (PSALM): ``coco_interactive_{split}_psalm.json``, a list of ``{"image": file name,
     "image_info": COCO image record, "anns": [COCO annotation + point / scribble / box / mask prompt masks
     (compressed RLE)]}``; images in COCO's ``{split}2017/``. One sample per image, every annotation an
@@ -434,16 +423,6 @@ class COCOInteractive(Recipe):
         "coco_interactive_{train,val}_psalm.json (PSALM's download) at the top or in annotations/, and the "
         "COCO images in {train,val}2017/"
     )
-    seed = 0
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_seed_argument(parser)
-
-    def configure(self, args: argparse.Namespace) -> None:
-        self.seed = int(getattr(args, "seed", 0))
-
-    def options(self) -> dict[str, Any]:
-        return {"seed": self.seed}
 
     def _json(self, root: Path, split: str) -> Path:
         name = f"coco_interactive_{split}_psalm.json"

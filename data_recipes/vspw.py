@@ -17,12 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from data_recipes._video import frame_times, label_tracks, list_frames, read_split_list
-from data_recipes.framework import ConvertedSample, LayoutError, Recipe, SkipItem
+from data_recipes._video import frame_times, frames_and_labels, label_tracks, read_split_list
+from data_recipes.framework import ConvertedSample, LayoutError, Recipe
 from data_recipes.framework.cli import main
 from data_recipes.framework.layout import load_json, require_dir, require_file
-from data_recipes.framework.masks import index_png
-from data_recipes.framework.media import frame_media
 from data_recipes.framework.recipe import Plan
 
 FPS = 15.0
@@ -70,22 +68,9 @@ class VSPW(Recipe):
 
     def convert(self, item: tuple[str, str, tuple[int, ...]]) -> Iterator[ConvertedSample]:
         video, data, known = item
-        frame_dir, mask_dir = Path(data) / video / "origin", Path(data) / video / "mask"
-        if not frame_dir.is_dir():
-            raise SkipItem("video folder missing")
-        paths = list_frames(frame_dir)
-        if not paths:
-            raise SkipItem("no frames")
-        labels = []
-        for path in paths:
-            png = mask_dir / f"{path.stem}.png"
-            labels.append(index_png(png.read_bytes()) if png.is_file() else None)
-        if all(label is None for label in labels):
-            raise SkipItem("no masks")
-        media, (height, width) = frame_media(paths)
-        for path, label in zip(paths, labels):
-            if label is not None and label.shape != (height, width):
-                raise ValueError(f"mask of {path.name} is {label.shape[::-1]}, the frame {(width, height)}")
+        paths, media, height, width, labels = frames_and_labels(
+            Path(data) / video / "origin", Path(data) / video / "mask"
+        )
         classes = set(known)
         tracks = label_tracks(labels, keep=classes.__contains__)
         objects = [

@@ -16,14 +16,13 @@ videos with json id divisible by 10 are held out; VIPSeg: its own val list).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from data_recipes.framework import ConvertedSample, SkipItem
 from data_recipes.framework.cli import main
-from data_recipes.framework.prompts import add_seed_argument, prompt_rng
+from data_recipes.framework.prompts import SeededPrompts, prompt_rng
 from data_recipes.framework.recipe import sample_key
 from data_recipes.vipseg import INSTANCE_FROM, VIPSeg
 from data_recipes.ytvis import YouTubeVIS
@@ -42,19 +41,8 @@ def first_visible(masks: list[Any]) -> int | None:
     return None
 
 
-class _VGDBuilder:
+class _VGDBuilder(SeededPrompts):
     """Turns a source recipe's sample into a V-VGD sample (mixed into a source recipe)."""
-
-    seed: int = 0
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        add_seed_argument(parser)
-
-    def configure(self, args: argparse.Namespace) -> None:
-        self.seed = int(args.seed)
-
-    def options(self) -> dict[str, Any]:
-        return {"seed": self.seed}
 
     def promptable(self, obj: dict[str, Any]) -> bool:
         return not obj["iscrowd"]

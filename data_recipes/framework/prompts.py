@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,21 @@ def prompt_rng(seed: int, *keys: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
 
 
-def add_seed_argument(parser: argparse.ArgumentParser) -> None:
-    """``--seed`` of the stored visual prompts (added once, however many recipes of a module ask)."""
-    from data_recipes.framework.cli import add_option
+class SeededPrompts:
+    """Mixed into a recipe that stores visual prompts: its ``--seed`` option (added once, however many
+    recipes of a module ask), read into ``seed`` and part of the output's settings."""
 
-    add_option(parser, "--seed", type=int, default=0, help="seed of the stored visual prompts (default 0)")
+    seed: int = 0
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from data_recipes.framework.cli import add_option
+
+        add_option(
+            parser, "--seed", type=int, default=0, help="seed of the stored visual prompts (default 0)"
+        )
+
+    def configure(self, args: argparse.Namespace) -> None:
+        self.seed = int(getattr(args, "seed", 0))
+
+    def options(self) -> dict[str, Any]:
+        return {"seed": self.seed}
