@@ -98,3 +98,26 @@ class SA1BKilledAt:
                 return super().convert(item)
 
         return _Killed()
+
+
+def assert_referring_splits(recipe: Recipe, root: Path, out: Path, truth: dict[str, FixtureTruth]) -> dict:
+    """Convert a video referring dataset's ``train`` (one sample per video) and ``val`` (one per
+    expression) splits and check each sample's references and frame times against the fixture's.
+
+    Returns:
+        The ``val`` samples' json by truth id (``<video>/<expression id>``).
+    """
+    import pytest
+
+    by_id: dict[str, dict] = {}
+    for split in ("train", "val"):
+        convert(recipe, root, out, split, items_per_shard=3)
+        samples = assert_matches_truth(out, recipe, split, truth[split])
+        by_id = {}
+        for sample in samples.values():
+            refs = sample["json"]["references"]
+            by_id[sample["json"]["video"] + (f"/{refs[0]['id']}" if split == "val" else "")] = sample["json"]
+        for sample_id, expected in truth[split].samples.items():
+            assert by_id[sample_id]["references"] == expected.extra["references"]
+            assert by_id[sample_id]["frame_times"] == pytest.approx(expected.extra["times"], abs=1e-6)
+    return by_id

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers.recipes import assert_matches_truth, convert, read_back
+from helpers.recipes import assert_matches_truth, assert_referring_splits, convert, read_back
 
 from data_recipes.davis import Davis2017, Davis2017Referring, read_expressions
 from data_recipes.fixtures.davis import write_davis17, write_davis17_ref
@@ -34,16 +34,7 @@ def test_davis17_objects_prompted_by_their_first_mask(tmp_path):
 
 def test_davis17_ref_expressions_per_video_in_train_per_expression_in_val(tmp_path):
     truth = write_davis17_ref(tmp_path / "raw")
-    for split in ("train", "val"):
-        convert(Davis2017Referring(), tmp_path / "raw", tmp_path / "out", split, items_per_shard=3)
-        samples = assert_matches_truth(tmp_path / "out", Davis2017Referring(), split, truth[split])
-        by_id = {}
-        for sample in samples.values():
-            refs = sample["json"]["references"]
-            by_id[sample["json"]["video"] + (f"/{refs[0]['id']}" if split == "val" else "")] = sample["json"]
-        for sample_id, expected in truth[split].samples.items():
-            assert by_id[sample_id]["references"] == expected.extra["references"]
-            assert by_id[sample_id]["frame_times"] == pytest.approx(expected.extra["times"], abs=1e-6)
+    assert_referring_splits(Davis2017Referring(), tmp_path / "raw", tmp_path / "out", truth)
     # The misspelt "clasic-car" lines reach the DAVIS video, annotator 2's Latin-1 text decodes.
     texts = [r["text"] for r in truth["train"].samples["classic-car"].extra["references"]]
     assert texts == [r["text"] for r in by_id_train(tmp_path)["classic-car"]["references"]]

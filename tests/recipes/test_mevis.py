@@ -2,7 +2,7 @@
 ReVOS types (referring / reasoning / no target), video ids with a source prefix, skipped videos."""
 
 import pytest
-from helpers.recipes import assert_matches_truth, convert
+from helpers.recipes import assert_referring_splits, convert
 
 from data_recipes.fixtures.mevis import write_mevis, write_revos
 from data_recipes.framework.recipe import LayoutError
@@ -10,17 +10,7 @@ from data_recipes.mevis import MeViS, ReVOS
 
 
 def _check(recipe_cls, truth, tmp_path):
-    for split in ("train", "val"):
-        convert(recipe_cls(), tmp_path / "raw", tmp_path / "out", split, items_per_shard=3)
-        samples = assert_matches_truth(tmp_path / "out", recipe_cls(), split, truth[split])
-        by_id = {}
-        for sample in samples.values():
-            refs = sample["json"]["references"]
-            by_id[sample["json"]["video"] + (f"/{refs[0]['id']}" if split == "val" else "")] = sample["json"]
-        for sample_id, expected in truth[split].samples.items():
-            assert by_id[sample_id]["references"] == expected.extra["references"]
-            assert by_id[sample_id]["frame_times"] == pytest.approx(expected.extra["times"], abs=1e-6)
-    return by_id
+    return assert_referring_splits(recipe_cls(), tmp_path / "raw", tmp_path / "out", truth)
 
 
 def test_mevis_multi_object_and_no_target_expressions(tmp_path):
