@@ -191,14 +191,16 @@ def convert_chunk(
     try:
         for item in items:
             try:
-                samples = list(recipe.convert(item))
-                for converted in samples:
+                # Every sample of the item is checked before any is written: an item is kept or skipped whole.
+                checked: list[tuple[str, dict[str, Any], dict[str, bytes]]] = []
+                for converted in recipe.convert(item):
                     key, sample = _complete(recipe, converted)
                     where = f"{recipe.name} {split} {recipe.describe(item)}"
-                    if key in seen:
+                    if key in seen or any(key == k for k, _, _ in checked):
                         raise SampleError(where, key, "two samples of this chunk have the same key")
                     validate_sample(sample, url=where, key=key, categories=categories)
                     check_media(sample, converted.media, f"{where} key {key}")
+                    checked.append((key, sample, converted.media))
             except SkipItem as skip:
                 skipped[skip.reason] += 1
                 continue
@@ -211,12 +213,11 @@ def convert_chunk(
                 raise ConversionError(
                     f"{recipe.name} {split}: {recipe.describe(item)}: {type(error).__name__}: {error}"
                 ) from error
-            for converted in samples:
-                key, sample = _complete(recipe, converted)
+            for key, sample, media in checked:
                 seen.add(key)
                 if writer is None:
                     writer = _ShardWriter(tmp)
-                writer.write(key, {"json": json.dumps(sample).encode(), **converted.media})
+                writer.write(key, {"json": json.dumps(sample).encode(), **media})
                 record.num_samples += 1
                 record.num_objects += len(sample["objects"])
                 record.num_frames += sample["num_frames"]

@@ -159,3 +159,17 @@ def test_annotation_pickles_load_plain_data_and_refuse_code(tmp_path):
     (tmp_path / "junk.p").write_bytes(b"not a pickle")
     with pytest.raises(pickle.UnpicklingError, match="junk.p"):
         load_plain_pickle(tmp_path / "junk.p")
+
+
+class _Twice(SA1B):
+    """Yields each sample twice under the same id: a recipe bug the writer must name."""
+
+    def convert(self, item):
+        for sample in super().convert(item):
+            yield sample
+            yield sample
+
+
+def test_two_samples_with_one_key_are_an_error_naming_the_key(raw, tmp_path):
+    with pytest.raises(ConversionError, match=r"sa1b/\d+.*same key"):
+        convert(_Twice(), raw, tmp_path, "train")
