@@ -113,6 +113,14 @@ class SegDataModule(pl.LightningDataModule):
             options = dict(self.synthetic)
             ensure_synthetic(options.pop("root"), **options)
 
+    def setup(self, stage: str) -> None:
+        """Look for every shard the stage reads (:meth:`ShardSource.check_shards`), so a missing or
+        unreachable one stops the run (or is dropped, ``missing_shards: skip``) now, not in a worker later."""
+        groups = {"fit": (self.train_sources, self.val_sources), "validate": (self.val_sources,)}
+        for sources in groups.get(stage, (self.test_sources,)):
+            for source in sources.values():
+                source.check_shards()
+
     @property
     def val_source_names(self) -> list[str]:
         """Source name of each validation loader (``dataloader_idx`` -> name)."""

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from x2sam_lightning.data.errors import SampleError, ShardError, SkipStats, SourceError, warn_skip
+from x2sam_lightning.data.remote import RemoteOptions
 from x2sam_lightning.data.rle import decode_rle
 from x2sam_lightning.data.schema import DEFAULT_MAX_PIXELS, check_mask_runs, parse_json, validate_sample
 from x2sam_lightning.data.sources import ShardSource
@@ -469,6 +470,7 @@ def iter_raw_samples(
     stats: SkipStats | None = None,
     guard: FailureGuard | None = None,
     known_bad: set[str] | None = None,
+    remote: RemoteOptions | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Raw samples of this rank and worker.
 
@@ -490,6 +492,7 @@ def iter_raw_samples(
         stats: where skipped shards are counted.
         guard: counts failed shards and empty training epochs (see :class:`FailureGuard`).
         known_bad: urls found bad before (skipped without reading; found bad ones are added).
+        remote: time-out and retries for remote shards.
     """
     from webdataset.filters import _shuffle
 
@@ -508,7 +511,7 @@ def iter_raw_samples(
         if url in known_bad:
             return
         try:
-            yield from read_shard(url, expected.get(url))
+            yield from read_shard(url, expected.get(url), remote)
         except ShardError as error:
             if on_error == "raise":
                 raise
@@ -573,6 +576,7 @@ def iter_source(
         stats=source.stats,
         guard=guard,
         known_bad=source.known_bad_shards,
+        remote=source.remote,
     )
     for sample in raw:
         try:

@@ -8,9 +8,11 @@ are not UTF-8, links and devices, members that are not ``<key>.<ext>``, a member
 members are not together (a key repeated anywhere in the shard), and, when the index gives one, a sample
 count different from the index.
 
-Local shards are checked as a whole (member headers only: a seek per member) before their first sample is
-returned, so a bad local shard gives no sample at all. Streamed shards (``http://``, ``pipe:`` ...) are
-checked as they are read: one found bad part-way has already given the samples before the defect.
+Local shards (paths and ``file://`` urls) are checked as a whole (member headers only: a seek per member)
+before their first sample is returned, so a bad local shard gives no sample at all. Streamed shards
+(``http(s)://``, fsspec urls, ``pipe:`` ..., opened by :mod:`x2sam_lightning.data.remote` with time-outs and
+bounded retries) are checked as they are read: one found bad part-way has already given the samples before
+the defect.
 
 Samples are WebDataset dicts: ``{"__key__", "__url__", "<ext>": bytes, ...}`` (extensions lower-cased,
 split at the first dot of the file name, as WebDataset does).
@@ -25,17 +27,13 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from x2sam_lightning.data.errors import ShardError
+from x2sam_lightning.data.remote import RemoteError, RemoteOptions, is_remote, local_path, open_stream
 
 #: WebDataset's split of a member name into key and extension (at the first dot of the file name).
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 #: Members WebDataset treats as metadata and skips.
 _META = re.compile(r"__[^/]*__($|/)")
 _CHUNK = 1 << 16
-
-
-def is_remote(url: str) -> bool:
-    """True for urls opened by WebDataset's ``gopen`` (``http://``, ``pipe:`` ...), not local paths."""
-    return "://" in url or url.startswith("pipe:")
 
 
 class _RecordingTarInfo(tarfile.TarInfo):
@@ -171,13 +169,16 @@ def _read_error(url: str, error: Exception, last: str) -> ShardError:
         return error
     if str(error) == "unexpected end of data":
         return ShardError(url, f"is truncated inside the data of member {last!r}")
+    if isinstance(error, TimeoutError):  # a remote stream whose server stopped answering
+        return ShardError(url, f"stopped answering after member {last!r} (read timed out)")
     return ShardError(url, f"cannot be read after member {last!r}: {type(error).__name__}: {error}")
 
 
 def _read_local(url: str, expected: int | None) -> Iterator[dict[str, Any]]:
+    path = local_path(url) or url
     try:
-        size = os.path.getsize(url)
-        handle = open(url, "rb")  # noqa: SIM115 - closed below, after the generator is done
+        size = os.path.getsize(path)
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the generator is done
     except OSError as error:
         raise ShardError(url, f"cannot be opened: {error.strerror or error}") from None
     with handle:
@@ -220,12 +221,10 @@ def _member_data(url: str, tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes
     return data
 
 
-def _read_remote(url: str, expected: int | None) -> Iterator[dict[str, Any]]:
-    from webdataset.gopen import gopen
-
+def _read_remote(url: str, expected: int | None, options: RemoteOptions | None) -> Iterator[dict[str, Any]]:
     try:
-        handle = gopen(url, "rb")
-    except Exception as error:  # gopen raises many types (IOError, ValueError, subprocess errors)
+        handle = open_stream(url, options)
+    except RemoteError as error:
         raise ShardError(url, f"cannot be opened: {error}") from None
     opened = finished = False
     try:
@@ -264,16 +263,21 @@ def _read_remote(url: str, expected: int | None) -> Iterator[dict[str, Any]]:
         yield sample
 
 
-def read_shard(url: str, expected_samples: int | None = None) -> Iterator[dict[str, Any]]:
+def read_shard(
+    url: str, expected_samples: int | None = None, remote: RemoteOptions | None = None
+) -> Iterator[dict[str, Any]]:
     """The samples of one tar shard, in stored order.
 
     Args:
-        url: a local path or any url WebDataset's ``gopen`` opens.
+        url: a local path or ``file://`` url, an ``http(s)://`` url, any fsspec url, or ``pipe:cmd``.
         expected_samples: the shard's sample count from the index (checked), or None.
+        remote: time-out and retries for remote shards (defaults of :class:`RemoteOptions` when None).
 
     Raises:
-        ShardError: naming the shard (and the key where there is one) and the defect.
+        ShardError: naming the shard (and the key where there is one) and the defect (for a remote
+            shard that cannot be opened: what failed, e.g. ``HTTP 404 Not Found`` or ``connection
+            refused (3 attempts, timeout 60 s each)``).
     """
     if is_remote(url):
-        return _read_remote(url, expected_samples)
+        return _read_remote(url, expected_samples, remote)
     return _read_local(url, expected_samples)
