@@ -33,7 +33,7 @@ import numpy as np
 
 from x2sam_lightning.data.errors import SampleError, ShardError, SkipStats, SourceError, warn_skip
 from x2sam_lightning.data.remote import RemoteOptions
-from x2sam_lightning.data.rle import decode_rle
+from x2sam_lightning.data.rle import decode_rles
 from x2sam_lightning.data.schema import DEFAULT_MAX_PIXELS, check_mask_runs, parse_json, validate_sample
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import read_shard
@@ -42,6 +42,8 @@ from x2sam_lightning.imports import require
 _FRAME = re.compile(r"^\d+\.(png|jpe?g)$")
 
 OnError = Literal["raise", "skip"]
+#: Source-resolution mask pixels decoded at once (16 Mpx = 16 MB): a group of objects, at least one track.
+_DECODE_PIXELS = 1 << 24
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
 VIDEO_EXTENSIONS = ("mp4",)
 #: Member extensions that hold media (anything else, e.g. ``txt``, is carried along and ignored).
@@ -293,8 +295,9 @@ def decode_sample(
     """Validate and decode one raw WebDataset sample (``{"__key__", "__url__", "json", "png", ...}``).
 
     Objects with no mask on any frame of the clip are dropped (nothing to learn or score there).
-    Peak memory stays at one object's full-resolution masks when ``mask_size`` is given: each object is
-    decoded and resized before the next one (an SA-1B image is ~1500 x 2250 with ~100 masks).
+    Masks are decoded in groups of objects (one pycocotools call and one resize per group) holding at
+    most 16 Mpx at the source resolution, or one track when a track is larger, so with ``mask_size`` the
+    peak memory stays bounded (an SA-1B image is ~1500 x 2250 with ~100 masks: ~4 objects per group).
 
     Args:
         raw: the sample's members.
@@ -371,25 +374,31 @@ def decode_sample(
         present = [present[i] for i in sorted(chosen)]
     size = None if mask_size is None else mask_size(height, width)
     out_h, out_w = (height, width) if size is None else size
-    masks, valid, labels, ids, crowd = [], [], [], [], []
-    for obj in present:
-        rles = [obj["masks"][t] for t in indices]
-        track = np.zeros((len(indices), height, width), dtype=bool)
-        for t, rle in enumerate(rles):
-            if rle is not None:
-                track[t] = decode_rle(rle)  # checked above: size and runs
-        masks.append(track if (out_h, out_w) == (height, width) else resize_nearest(track, (out_h, out_w)))
-        valid.append([r is not None for r in rles])
-        # validate_sample guarantees a known category, or none with a vocabulary of at most one (label 0).
-        category = obj.get("category_id")
-        labels.append(0 if category is None else position[category])
-        ids.append(obj["id"])
-        crowd.append(bool(obj.get("iscrowd", False)))
-    n, t = len(masks), len(indices)
+    n, t = len(present), len(indices)
+    valid = np.array([[obj["masks"][f] is not None for f in indices] for obj in present], dtype=bool)
+    masks = np.zeros((n, t, out_h, out_w), dtype=bool)
+    # Objects are decoded in groups of at most _DECODE_PIXELS source pixels (at least one track), each
+    # group in one call and resized at once: vectorised for the usual few objects, bounded memory for
+    # SA-1B's ~100 full-resolution masks.
+    per_group = max(1, _DECODE_PIXELS // max(1, t * height * width))
+    for first in range(0, n, per_group):
+        group = present[first : first + per_group]
+        where = np.flatnonzero(valid[first : first + per_group].reshape(-1))
+        if where.size == 0:
+            continue
+        rles = [obj["masks"][f] for obj in group for f in indices]
+        decoded = decode_rles([rles[i] for i in where], height, width)  # checked above: size and runs
+        if (out_h, out_w) != (height, width):
+            decoded = resize_nearest(decoded, (out_h, out_w))
+        masks[first : first + len(group)].reshape(-1, out_h, out_w)[where] = decoded
+    # validate_sample guarantees a known category, or none with a vocabulary of at most one (label 0).
+    labels = [0 if obj.get("category_id") is None else position[obj["category_id"]] for obj in present]
+    ids = [obj["id"] for obj in present]
+    crowd = [bool(obj.get("iscrowd", False)) for obj in present]
     return DecodedClip(
         frames=frames,
-        masks=np.stack(masks) if masks else np.zeros((0, t, out_h, out_w), dtype=bool),
-        valid=np.asarray(valid, dtype=bool).reshape(n, t),
+        masks=masks,
+        valid=valid.reshape(n, t),
         labels=np.asarray(labels, dtype=np.int64),
         object_ids=np.asarray(ids, dtype=np.int64),
         iscrowd=np.asarray(crowd, dtype=bool),

@@ -56,6 +56,9 @@ class ResizePadNormalize:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.hflip_prob = float(hflip_prob)
+        # (x / 255 - mean) / std = x * scale + shift, applied in place.
+        self._scale = (1.0 / (255.0 * self.std)).view(1, 3, 1, 1)
+        self._shift = (-self.mean / self.std).view(1, 3, 1, 1)
 
     def mask_size(self, height: int, width: int) -> tuple[int, int] | None:
         """The size masks are resized to, for :func:`~x2sam_lightning.data.shards.decode_sample` to
@@ -71,23 +74,27 @@ class ResizePadNormalize:
         size = self.image_size
         t, h0, w0, _ = clip.frames.shape
         h, w = resized_shape(h0, w0, size)
-        pixels = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2).float() / 255.0
+        flip = self.hflip_prob > 0 and rng is not None and rng.random() < self.hflip_prob
+        # One padded output buffer; zero padding = the mean colour after normalisation.
+        pixels = torch.zeros((t, 3, size, size), dtype=torch.float32)
+        frames = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2)  # [T, 3, h0, w0]
         if (h, w) != (h0, w0):
-            pixels = F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        pixels = (pixels - self.mean) / self.std
+            frames = F.interpolate(
+                frames.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True
+            )
+        area = pixels[:, :, :h, :w]
+        area.copy_(frames.flip(-1) if flip else frames)  # uint8 -> float32 and HWC -> CHW in one pass
+        area.mul_(self._scale).add_(self._shift)  # (x / 255 - mean) / std
         masks = torch.from_numpy(clip.masks)
         n = masks.shape[0]
-        # Masks may come decoded at the input size already (object by object: ``mask_size``).
-        if tuple(masks.shape[-2:]) != (h, w):
-            if n:
-                flat = masks.reshape(n * t, 1, h0, w0).to(torch.uint8)
-                masks = F.interpolate(flat, size=(h, w), mode="nearest-exact").reshape(n, t, h, w).bool()
-            else:
-                masks = masks.new_zeros((0, t, h, w))
-        if self.hflip_prob > 0 and rng is not None and rng.random() < self.hflip_prob:
-            pixels, masks = pixels.flip(-1), masks.flip(-1)
-        pixels = F.pad(pixels, (0, size - w, 0, size - h))
-        masks = F.pad(masks, (0, size - w, 0, size - h))
+        # Masks may come decoded at the input size already (``mask_size``: resized as they are decoded).
+        if n and tuple(masks.shape[-2:]) != (h, w):
+            flat = masks.reshape(n * t, 1, h0, w0).to(torch.uint8)
+            masks = F.interpolate(flat, size=(h, w), mode="nearest-exact").reshape(n, t, h, w).bool()
+        padded = torch.zeros((n, t, size, size), dtype=torch.bool)
+        if n:
+            padded[..., :h, :w] = masks.flip(-1) if flip else masks
+        masks = padded
 
         meta: dict[str, Any] = {k: v for k, v in clip.sample.items() if k not in _CONSUMED_KEYS}
         meta["frame_indices"] = clip.frame_indices
@@ -101,9 +108,9 @@ class ResizePadNormalize:
             if obj["id"] in kept
         ]
         return SegSample(
-            pixel_values=pixels.contiguous(),
+            pixel_values=pixels,
             targets=TrackTargets(
-                masks=masks.contiguous(),
+                masks=masks,
                 labels=torch.from_numpy(clip.labels),
                 valid=torch.from_numpy(clip.valid),
                 object_ids=torch.from_numpy(clip.object_ids),
