@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -257,7 +258,7 @@ def main() -> None:
     markdown = f"""## Loader benchmark
 
 Date {date}; machine: {report["machine"]}; torch {torch.__version__}, 1 thread per process. Command:
-`python benchmarks/bench_loader.py{" --quick" if args.quick else ""}`. Data: {sizes["num_train_images"]}
+`python benchmarks/bench_loader.py {" ".join(sys.argv[1:])}`. Data: {sizes["num_train_images"]}
 synthetic {args.image_size}x{args.image_size} PNG images and {sizes["num_train_videos"]} H.264 mp4 videos
 of {sizes["frames"]} frames, in tar shards. Both sides run as DataLoaders with {args.workers} workers over
 the same shards, in the same run: **ours** = `SegDataModule.train_dataloader()` (strict tar reading, json
