@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import bad_data as bd
-from helpers.http_server import closed_port, serve_folder, silent_server
+from helpers.http_server import closed_port, serve_folder, serve_folder_without_head, silent_server
 
 from x2sam_lightning.data.datamodule import SegDataModule
 from x2sam_lightning.data.errors import SampleError, ShardError, SourceError
@@ -134,6 +134,12 @@ def test_a_missing_http_shard_is_named_at_startup_or_skipped_by_policy(tiny_root
         assert lenient.stats.as_dict() == {"samples_skipped": 0, "shards_skipped": 1}
         keys = sorted(s.key for s in _eval(lenient))
     assert keys == [f"synthetic_img/{i:07d}" for i in range(12)]
+
+
+def test_a_server_that_refuses_head_is_probed_with_get(tiny_root):
+    with serve_folder_without_head(tiny_root) as base:
+        assert probe(f"{base}/synthetic_img-train-000000.tar", RemoteOptions(**FAST)) is None
+        assert probe(f"{base}/nothing.tar", RemoteOptions(**FAST)) == "HTTP 404 File not found"
 
 
 def test_a_source_whose_shards_are_all_missing_is_a_startup_error(tiny_root, tmp_path, tiny_kwargs):

@@ -18,9 +18,9 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve_folder(folder: str | Path) -> Iterator[str]:
+def serve_folder(folder: str | Path, handler_class: type = _QuietHandler) -> Iterator[str]:
     """Serve ``folder`` over HTTP on 127.0.0.1 (a free port) in a thread; yields the base url."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+    handler = functools.partial(handler_class, directory=str(folder))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -51,3 +51,13 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         sock.close()
+
+
+class _NoHeadHandler(_QuietHandler):
+    def do_HEAD(self) -> None:  # noqa: N802 - the base class's name
+        self.send_error(405, "Method Not Allowed")
+
+
+def serve_folder_without_head(folder: str | Path):
+    """As :func:`serve_folder`, but HEAD requests get 405 (as some object stores and signed urls do)."""
+    return serve_folder(folder, _NoHeadHandler)

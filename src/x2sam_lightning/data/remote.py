@@ -150,7 +150,12 @@ def probe(url: str, options: RemoteOptions | None = None) -> str | None:
     kind = scheme(url)
     try:
         if kind in ("http", "https"):
-            _http(url, options, method="HEAD").close()
+            try:
+                _http(url, options, method="HEAD").close()
+            except RemoteError as error:
+                if not str(error).startswith(("HTTP 405", "HTTP 501")):
+                    raise
+                _http(url, options).close()  # a server (or a signed url) that refuses HEAD: open it
             return None
         if kind != "pipe" and (fs := _fsspec_filesystem(url)) is not None:
             found = _retry(lambda: fs[0].exists(fs[1]), options, _fsspec_reason)
