@@ -204,6 +204,10 @@ class SegDataModule(pl.LightningDataModule):
         sources = {**self.train_sources, **self.val_sources, **self.test_sources}
         return {name: source.stats.as_dict() for name, source in sources.items()}
 
+    def samples_seen(self) -> dict[str, int]:
+        """Source -> training samples consumed so far over all processes (empty before training)."""
+        return {} if self._train_loader is None else self._train_loader.samples_seen()
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count training batches that reach the step (Lightning fetches one ahead; resume needs the
         consumed count, see :class:`MixedBatchLoader`)."""

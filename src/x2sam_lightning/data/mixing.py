@@ -6,27 +6,29 @@ each batch is drawn with probability proportional to ``n_d * r_d`` (times an opt
 
 Determinism and resume: the source of global batch ``i`` is drawn from a generator seeded with
 ``(seed, i)`` (counter-based), so the sequence is identical on every rank (all ranks take the same
-modality at the same step), independent of the global seed, of the number of DataLoader workers (worker
-``w`` of ``W`` builds global batches ``w, w + W, ...``, which the DataLoader returns in order) and
-resumable exactly from the number of batches drawn (:class:`MixedBatchLoader` counts the batches the
-training loop actually consumed and is a Lightning "stateful" loader, so the count goes into checkpoints).
+modality at the same step) and independent of the global seed. Which samples a global batch holds is
+planned from counters too (:mod:`~x2sam_lightning.data.batch_plan`: each source's stream position,
+:mod:`~x2sam_lightning.data.sample_order`: position -> shard and sample), identically in every reader, so
+it does not depend on the number of DataLoader workers (worker ``w`` of ``W`` builds global batches
+``w, w + W, ...``, which the DataLoader returns in order) and a rank's share is a fixed slice of the
+global batch. :class:`MixedBatchLoader` counts the batches the training loop actually consumed and saves
+the plan there in the checkpoint (a Lightning "stateful" loader), so a resumed run continues with
+exactly the samples of the uninterrupted one.
 
 Conversations (stage 2, ``conversations=True``): each sample gets the
 :class:`~x2sam_lightning.types.Conversation` of its source's task (``ShardSource.task``) after the resize
-transform. Training draws wordings, choices and prompts from a generator seeded with ``(seed, batch
-index, slot in the batch)``, counter-based like the source schedule, so a resumed run builds the same
+transform. Training draws wordings, choices and prompts from a generator seeded with ``(seed, global
+batch index, slot in the global batch)``, counter-based like the source schedule, so a resumed run builds the same
 conversation for the same sample at the same step; evaluation seeds it from the sample key (fixed
 templates and prompts) and yields prompted tasks once per prompt type (``EVAL_PROMPT_TYPES``). A sample
 whose conversation cannot be built (a :class:`~x2sam_lightning.data.conversations.ConversationError`) is
-a bad sample like any other: ``on_error`` raises or skips and counts it, and a per-source
-:class:`~x2sam_lightning.data.shards.FailureGuard` (beside the reader's, which counts a sample as usable
-once it decodes) raises a ``SourceError`` when ``max_consecutive_failures`` of them go by without a batch
-(training) or a usable sample (evaluation) in between, instead of reading forever.
+a bad sample like any other: ``on_error`` raises or skips and counts it (a training batch is then
+smaller), and a per-source :class:`~x2sam_lightning.data.shards.FailureGuard` raises a ``SourceError`` when
+``max_consecutive_failures`` bad samples or shards go by without a usable sample in between, instead of
+reading forever.
 
-Seam for the full mixer (stage 2): the sample streams inside each source restart after a resume, on a
-fresh seeded shard order (derived from the resume point, so the first samples are not simply repeated);
-exact sample-level resume needs per-worker shard offsets. Modality-aware gradient accumulation needs only
-``SegBatch.modality`` and :meth:`SourceSchedule.source_at`, which the LightningModule can query ahead.
+Modality-aware gradient accumulation needs only ``SegBatch.modality`` and
+:meth:`SourceSchedule.source_at`, which the LightningModule can query ahead.
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ from x2sam_lightning.data.shards import (
     ClipSampler,
     FailureGuard,
     OnError,
-    reader_info,
     decode_source_sample,
     iter_source,
+    reader_info,
     skip_sample,
 )
 from x2sam_lightning.data.sources import ShardSource
