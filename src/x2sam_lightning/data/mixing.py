@@ -475,14 +475,20 @@ class MixedBatchLoader(DataLoader):
         return max(1, round(self.epoch_samples / dataset.mean_global_batch()))
 
     def __iter__(self) -> Iterator[SegBatch]:
-        """The batches of one epoch: up to the next multiple of ``len(self)`` (a resumed epoch is shorter)."""
+        """The batches of one epoch: up to the next multiple of ``len(self)`` (a resumed epoch is shorter;
+        an epoch whose batches were all skipped, ``on_error="skip"``, runs on into the next)."""
         if self._batches is None:
             self.dataset.prepare()  # type: ignore[attr-defined]
             self._batches = super().__iter__()
             self._next_index = self.dataset.start_batch  # type: ignore[attr-defined]
         length = len(self)
         end = (self._next_index // length + 1) * length
-        while self._next_index < end:
+        yielded = False
+        while True:
+            if self._next_index >= end:
+                if yielded:
+                    break
+                end += length  # every batch of the epoch was skipped: an empty epoch joins the next
             item = next(self._batches)
             index = self._next_index
             self._next_index += 1
@@ -490,6 +496,7 @@ class MixedBatchLoader(DataLoader):
             if isinstance(item, SkippedBatch):
                 continue
             self._in_flight.append(index)
+            yielded = True
             yield item
 
     def mark_consumed(self) -> None:
