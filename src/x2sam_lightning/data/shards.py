@@ -6,6 +6,10 @@ The pipeline for one :class:`~x2sam_lightning.data.sources.ShardSource`::
       ─ read_shard (strict tar reading, data.tars) ─ (training: seeded shuffle buffer)
       ─ decode_sample (schema, media, masks) ─ transform ─> SegSample
 
+The mixed training stream (``data.mixing.MixedBatchStream``) reads by stream position instead, for exact
+resume (``data.sample_order``, ``data.sample_access``), and decodes each sample with
+:func:`decode_source_sample`; ``iter_source(train=True)`` remains a plain streamed reader of one source.
+
 Errors: every defect raises a :class:`~x2sam_lightning.data.errors.SampleError` (or its subclasses
 ``ShardError`` / ``SourceError``) naming the shard url, the sample key and the problem. With
 ``on_error="raise"`` (default) the first one stops the run; with ``on_error="skip"`` a bad sample or a bad
