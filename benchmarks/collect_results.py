@@ -13,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = [
     "loader",
+    "training_stream",
     "recipes",
     "model",
     "training",

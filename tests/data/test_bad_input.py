@@ -499,7 +499,10 @@ def test_training_on_a_source_with_nothing_usable_stops(tmp_path, kind, on_error
     )
     error = bd.raised(lambda: next(iter(loader)))
     assert type(error) is expected
-    if expected is SourceError:
+    if expected is SourceError and kind == "shards":
+        # A source given only urls is counted at start-up: with every shard bad there is nothing to mix.
+        assert "source 'x': no readable shard (all 2 skipped" in str(error)
+    elif expected is SourceError:
         assert "source 'x': the last 5 reads" in str(error)
 
 

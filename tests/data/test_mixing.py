@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import chain, count
 
 import pytest
 import torch
@@ -64,6 +65,10 @@ def _stream(root, **kwargs) -> MixedBatchStream:
 
 
 def _take(loader, n: int) -> list[SegBatch]:
+    """The first ``n`` batches; a MixedBatchLoader's epochs end, so its epochs are taken one after another."""
+    if isinstance(loader, MixedBatchLoader):
+        batches = chain.from_iterable(iter(loader) for _ in count())
+        return [next(batches) for _ in range(n)]
     it = iter(loader)
     return [next(it) for _ in range(n)]
 

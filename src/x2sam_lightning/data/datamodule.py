@@ -13,6 +13,7 @@ own ``on_before_batch_transfer`` (this one counts consumed training batches for 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,8 @@ class SegDataModule(pl.LightningDataModule):
             task (stage 2; ``SegBatch.conversations``). Off for stage 1.
         eval_on_error: the same for evaluation; ``"raise"`` by default, since a skipped sample changes
             the score (``"skip"`` evaluates every good sample exactly once and counts the rest).
+        epoch_samples: training samples in an epoch, over all processes (None: the sum of the training
+            sources' sizes); the loader makes it a fixed number of batches (see :class:`MixedBatchLoader`).
 
     Skipped samples and shards are counted per source: :meth:`skip_stats`.
     """
@@ -85,6 +88,7 @@ class SegDataModule(pl.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         conversations: bool = False,
         eval_on_error: OnError = "raise",
+        epoch_samples: int | None = None,
     ) -> None:
         super().__init__()
         # A source set to null in a config (``train_sources.synthetic_vid: null``) is switched off.
@@ -105,6 +109,7 @@ class SegDataModule(pl.LightningDataModule):
         if self.synthetic is not None and "root" not in self.synthetic:
             raise ValueError("SegDataModule(synthetic=...) needs a 'root' folder")
         self.conversations = bool(conversations)
+        self.epoch_samples = None if epoch_samples is None else int(epoch_samples)
         self._train_loader: MixedBatchLoader | None = None
 
     def prepare_data(self) -> None:
@@ -133,8 +138,9 @@ class SegDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> MixedBatchLoader:
         if not self.train_sources:
             raise ValueError("SegDataModule has no train_sources")
-        # A reloaded loader continues the source sequence of the previous one.
-        start = self._train_loader.batches_drawn if self._train_loader is not None else 0
+        # A reloaded loader continues where the previous one stopped (its plan at the consumed batch).
+        state = self._train_loader.state_dict() if self._train_loader is not None else None
+        trainer = self.trainer  # None outside a Trainer
         stream = MixedBatchStream(
             self.train_sources,
             batch_size=self.batch_size,
@@ -147,13 +153,20 @@ class SegDataModule(pl.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             hflip_prob=self.hflip_prob,
             on_error=self.on_error,
-            start_batch=start,
             conversations=self.conversations,
+            # The process group as Lightning set it up (DataLoader workers cannot ask torch.distributed).
+            rank=trainer.global_rank if trainer is not None else None,
+            world_size=trainer.world_size if trainer is not None else None,
         )
         log.info("training mix: %s", {k: round(v, 4) for k, v in stream.probabilities.items()})
         self._train_loader = MixedBatchLoader(
-            stream, num_workers=self.num_workers, pin_memory=self.pin_memory
+            stream, num_workers=self.num_workers, epoch_samples=self.epoch_samples, pin_memory=self.pin_memory
         )
+        if state is not None:
+            self._train_loader.load_state_dict(state)
+        # Lightning warns that the length of a loader over an IterableDataset may be wrong with workers;
+        # here it is exact: every worker builds its share of one plan (see MixedBatchLoader).
+        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
         return self._train_loader
 
     def _eval_loaders(self, sources: Mapping[str, ShardSource]) -> list[DataLoader]:
@@ -198,6 +211,10 @@ class SegDataModule(pl.LightningDataModule):
         """
         sources = {**self.train_sources, **self.val_sources, **self.test_sources}
         return {name: source.stats.as_dict() for name, source in sources.items()}
+
+    def samples_seen(self) -> dict[str, int]:
+        """Source -> training samples consumed so far over all processes (empty before training)."""
+        return {} if self._train_loader is None else self._train_loader.samples_seen()
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count training batches that reach the step (Lightning fetches one ahead; resume needs the

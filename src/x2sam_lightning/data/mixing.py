@@ -6,54 +6,69 @@ each batch is drawn with probability proportional to ``n_d * r_d`` (times an opt
 
 Determinism and resume: the source of global batch ``i`` is drawn from a generator seeded with
 ``(seed, i)`` (counter-based), so the sequence is identical on every rank (all ranks take the same
-modality at the same step), independent of the global seed, of the number of DataLoader workers (worker
-``w`` of ``W`` builds global batches ``w, w + W, ...``, which the DataLoader returns in order) and
-resumable exactly from the number of batches drawn (:class:`MixedBatchLoader` counts the batches the
-training loop actually consumed and is a Lightning "stateful" loader, so the count goes into checkpoints).
+modality at the same step) and independent of the global seed. Which samples a global batch holds is
+planned from counters too (:mod:`~x2sam_lightning.data.batch_plan`: each source's stream position,
+:mod:`~x2sam_lightning.data.sample_order`: position -> shard and sample), identically in every reader, so
+it does not depend on the number of DataLoader workers (worker ``w`` of ``W`` builds global batches
+``w, w + W, ...``, which the DataLoader returns in order) and a rank's share is a fixed slice of the
+global batch. :class:`MixedBatchLoader` counts the batches the training loop actually consumed and saves
+the plan there in the checkpoint (a Lightning "stateful" loader), so a resumed run continues with
+exactly the samples of the uninterrupted one.
 
 Conversations (stage 2, ``conversations=True``): each sample gets the
 :class:`~x2sam_lightning.types.Conversation` of its source's task (``ShardSource.task``) after the resize
-transform. Training draws wordings, choices and prompts from a generator seeded with ``(seed, batch
-index, slot in the batch)``, counter-based like the source schedule, so a resumed run builds the same
+transform. Training draws wordings, choices and prompts from a generator seeded with ``(seed, global
+batch index, slot in the global batch)``, counter-based like the source schedule, so a resumed run builds the same
 conversation for the same sample at the same step; evaluation seeds it from the sample key (fixed
 templates and prompts) and yields prompted tasks once per prompt type (``EVAL_PROMPT_TYPES``). A sample
 whose conversation cannot be built (a :class:`~x2sam_lightning.data.conversations.ConversationError`) is
-a bad sample like any other: ``on_error`` raises or skips and counts it, and a per-source
-:class:`~x2sam_lightning.data.shards.FailureGuard` (beside the reader's, which counts a sample as usable
-once it decodes) raises a ``SourceError`` when ``max_consecutive_failures`` of them go by without a batch
-(training) or a usable sample (evaluation) in between, instead of reading forever.
+a bad sample like any other: ``on_error`` raises or skips and counts it (a training batch is then
+smaller), and a per-source :class:`~x2sam_lightning.data.shards.FailureGuard` raises a ``SourceError`` when
+``max_consecutive_failures`` bad samples or shards go by without a usable sample in between, instead of
+reading forever.
 
-Seam for the full mixer (stage 2): the sample streams inside each source restart after a resume, on a
-fresh seeded shard order (derived from the resume point, so the first samples are not simply repeated);
-exact sample-level resume needs per-worker shard offsets. Modality-aware gradient accumulation needs only
-``SegBatch.modality`` and :meth:`SourceSchedule.source_at`, which the LightningModule can query ahead.
+Modality-aware gradient accumulation needs only ``SegBatch.modality`` and
+:meth:`SourceSchedule.source_at`, which the LightningModule can query ahead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from itertools import count
 from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from x2sam_lightning.data.batch_plan import BatchPlanner, PlannedBatch
 from x2sam_lightning.data.collate import collate_samples
 from x2sam_lightning.data.conversations import EVAL_PROMPT_TYPES, build_conversation, eval_generator
-from x2sam_lightning.data.errors import SampleError
-from x2sam_lightning.data.shards import ClipSampler, FailureGuard, OnError, iter_source, skip_sample
+from x2sam_lightning.data.errors import SampleError, ShardError, SourceError, warn_skip
+from x2sam_lightning.data.remote import RemoteOptions, is_remote
+from x2sam_lightning.data.sample_access import SampleAccess
+from x2sam_lightning.data.sample_order import SampleOrder
+from x2sam_lightning.data.shards import (
+    ClipSampler,
+    FailureGuard,
+    OnError,
+    decode_source_sample,
+    iter_source,
+    reader_info,
+    skip_sample,
+)
 from x2sam_lightning.data.sources import ShardSource
+from x2sam_lightning.data.tars import local_shard_table, read_shard
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.types import SegBatch, SegSample
 
 log = logging.getLogger(__name__)
 
-#: Stream id mixed into the training conversation seed (keeps it apart from the schedule's draws).
-_CONVERSATION_STREAM = 1
+#: Stream ids mixed into the training seeds (keep conversations and per-sample draws apart).
+_CONVERSATION_STREAM, _SAMPLE_STREAM = 1, 2
 
 
 def repeat_factors(sizes: Mapping[str, int], temperature: float = 0.1) -> dict[str, float]:
@@ -109,23 +124,41 @@ class SourceSchedule:
         return [self.source_at(i) for i in range(start, start + n)]
 
 
+class SkippedBatch:
+    """Stands in for global batch ``index`` when every sample of this rank's share was bad
+    (``on_error="skip"``): the loader drops it, so batch indices stay aligned with the plan."""
+
+    def __init__(self, index: int) -> None:
+        self.index = int(index)
+
+
 class MixedBatchStream(IterableDataset):
     """Endless stream of :class:`SegBatch`, each from one source (mixed by temperature) and one ``T``.
 
+    Every reader plans every global batch (:class:`~x2sam_lightning.data.batch_plan.BatchPlanner`) and
+    builds its own: DataLoader worker ``w`` of ``W`` builds batches ``start + w, start + w + W, ...`` (the
+    DataLoader returns them in order) and, of each, this rank's slice. Samples are read by stream position
+    (:class:`~x2sam_lightning.data.sample_access.SampleAccess`), so neither the worker count nor the
+    world size changes which samples a global batch holds; a sample's clip start, object subset and flip
+    come from a generator seeded with ``(seed, source, position)``, its conversation from ``(seed, batch
+    index, slot in the global batch)``.
+
     Args:
         sources: name -> ShardSource.
-        batch_size: samples per image batch.
-        video_batch_size: samples per video batch (videos are heavier).
+        batch_size: samples per image batch (per rank).
+        video_batch_size: samples per video batch (per rank; videos are heavier).
         image_size: model input side (resize longest side, pad to square).
         clip_length: frames per training clip; clip_stride: step between them.
         temperature: balancing temperature ``t``.
-        seed: mixing seed (source choice, shard order, shuffle buffers, clip starts).
-        shuffle_buffer: samples in each source's shuffle buffer (0 or 1 = no shuffle).
+        seed: mixing seed (source choice, shard order, shuffle windows, clip starts).
+        shuffle_buffer: samples shuffled together in each source's stream (0 or 1 = no shuffle).
         hflip_prob: horizontal flip probability (see ResizePadNormalize; keep 0 for referring data).
         on_error: ``"raise"`` or ``"skip"`` (warn and skip bad samples; a sample whose conversation
-            cannot be built is such a sample too).
-        start_batch: global batch index to start from (resume).
+            cannot be built is such a sample too; the batch is then smaller).
+        start_batch: global batch index to start from (resume without a saved plan: replayed from 0).
         conversations: build each sample's Conversation (stage 2); off for stage 1.
+        rank, world_size: this process's place in the process group (None: from ``torch.distributed`` or
+            the ``RANK`` / ``WORLD_SIZE`` environment, as WebDataset reads them).
     """
 
     def __init__(
@@ -144,10 +177,14 @@ class MixedBatchStream(IterableDataset):
         on_error: OnError = "raise",
         start_batch: int = 0,
         conversations: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         super().__init__()
         if not sources:
             raise ValueError("MixedBatchStream needs at least one source")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.sources = dict(sources)
         self.batch_size, self.video_batch_size = int(batch_size), int(video_batch_size)
         self.transform = ResizePadNormalize(image_size, hflip_prob=hflip_prob)
@@ -159,106 +196,228 @@ class MixedBatchStream(IterableDataset):
             {n: s.weight for n, s in self.sources.items()},
         )
         self.schedule = SourceSchedule(self.probabilities, self.seed)
+        if rank is None or world_size is None:
+            found_rank, found_world, _, _ = reader_info()
+            rank = found_rank if rank is None else rank
+            world_size = found_world if world_size is None else world_size
+        self.rank, self.world_size = int(rank), int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in a world of {self.world_size} processes")
         self.start_batch = int(start_batch)
+        self.plan_state: dict[str, Any] | None = None  # the planner at start_batch (a resume), if known
         self.conversations = bool(conversations)
+        self.shard_sizes: dict[str, list[int]] | None = None  # set by prepare()
 
     def batch_size_for(self, name: str) -> int:
         return self.video_batch_size if self.sources[name].modality == "video" else self.batch_size
+
+    @property
+    def global_batch_sizes(self) -> dict[str, int]:
+        """Source -> samples in one global batch (all ranks)."""
+        return {name: self.world_size * self.batch_size_for(name) for name in self.sources}
+
+    def mean_global_batch(self) -> float:
+        """Expected samples in a global batch under the mixing probabilities."""
+        sizes = self.global_batch_sizes
+        return sum(p * sizes[name] for name, p in self.probabilities.items())
+
+    # -- set-up --------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Every source's shard sizes, once, in the process that builds the DataLoader (workers inherit
+        them): from the index, or by reading the shards of a source given only ``urls``. There a bad
+        shard raises (``on_error="raise"``) or is left out, logged and counted (``"skip"``); a source
+        left without a readable shard is a :class:`SourceError` at start-up."""
+        if self.shard_sizes is not None:
+            return
+        sizes: dict[str, list[int]] = {}
+        for name, source in self.sources.items():
+            urls = source.urls
+            if not urls:
+                raise SourceError(source.where, f"source {name!r} has no shard urls")
+            known = source.shard_sizes
+            if known:
+                sizes[name] = [known[url] for url in urls]
+                continue
+            counts = []
+            for url in urls:
+                try:
+                    counts.append(_count_samples(url, source.remote))
+                except ShardError as error:
+                    if self.on_error == "raise":
+                        raise
+                    warn_skip(error, "shard")
+                    source.stats.add("shards_skipped")
+                    counts.append(0)
+            if not any(counts):
+                raise SourceError(
+                    source.where, f"source {name!r}: no readable shard (all {len(urls)} skipped, see above)"
+                )
+            sizes[name] = counts
+        self.shard_sizes = sizes
+
+    def orders(self) -> dict[str, SampleOrder]:
+        """Each source's :class:`SampleOrder` (seeded with the mixing seed and the source's place)."""
+        self.prepare()
+        assert self.shard_sizes is not None
+        return {
+            name: SampleOrder(
+                source.urls, self.shard_sizes[name], seed=[self.seed, i], window=self.shuffle_buffer
+            )
+            for i, (name, source) in enumerate(self.sources.items())
+        }
+
+    def accesses(self) -> dict[str, SampleAccess]:
+        """A reader's random access to every source's training stream."""
+        return {
+            name: SampleAccess(order, self.sources[name].shard_sizes, remote=self.sources[name].remote)
+            for name, order in self.orders().items()
+        }
+
+    def planner(self, accesses: Mapping[str, SampleAccess]) -> BatchPlanner:
+        """A planner at this stream's start (``plan_state``, or replayed up to ``start_batch``); video
+        sources read each sample's json through ``accesses`` to learn its clip length."""
+        planner = BatchPlanner(
+            self.schedule.source_at,
+            self.global_batch_sizes,
+            {
+                name: self._clip_length_reader(accesses[name])
+                for name, source in self.sources.items()
+                if source.modality == "video"
+            },
+        )
+        if self.plan_state is not None:
+            planner.load_state_dict(self.plan_state)
+        planner.advance_to(self.start_batch)
+        return planner
+
+    def _clip_length_reader(self, access: SampleAccess) -> Callable[[int], int]:
+        sampler = self.clip_sampler
+
+        def clip_length(position: int) -> int:
+            # T = frames of the clip cut from a video of num_frames (the same for every clip start). A
+            # sample that cannot say is planned at the full length; decoding it then finds the defect.
+            try:
+                frames = json.loads(access.get(position, exts=("json",))["json"])["num_frames"]
+                if isinstance(frames, int) and not isinstance(frames, bool) and frames > 0:
+                    return len(sampler(frames, np.random.default_rng(0)))
+            except (SampleError, ValueError, KeyError, TypeError):
+                pass
+            return sampler.length
+
+        return clip_length
+
+    # -- iteration -----------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[SegBatch | SkippedBatch]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        accesses = self.accesses()
+        planner = self.planner(accesses)
+        guards = {name: self._guard(name) for name in self.sources}
+        first = planner.index
+        try:
+            while True:
+                planned = planner.next()
+                if (planned.index - first) % workers == worker:
+                    yield self._build(planned, accesses[planned.source], guards[planned.source])
+        finally:
+            for access in accesses.values():
+                access.close()
 
     def _guard(self, name: str) -> FailureGuard:
         source = self.sources[name]
         return FailureGuard(name, source.where, source.max_consecutive_failures)
 
-    def __iter__(self) -> Iterator[SegBatch]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        resume_point = self.start_batch
-        streams: dict[str, Iterator[SegSample]] = {}
-        guards: dict[str, FailureGuard] = {}
-        buckets: dict[str, dict[int, list[SegSample]]] = defaultdict(lambda: defaultdict(list))
-        # Worker w builds global batches w, w + W, ...; the DataLoader hands them out in that order.
-        first = self.start_batch + worker
-        for index in count(first, workers):
-            name = self.schedule.source_at(index)
-            if name not in streams:
-                stream_seed = int(
-                    np.random.SeedSequence(
-                        [self.seed, list(self.sources).index(name), resume_point]
-                    ).generate_state(1)[0]
-                )
-                streams[name] = iter_source(
-                    self.sources[name],
-                    self.transform,
-                    self.clip_sampler,
-                    train=True,
-                    seed=stream_seed,
-                    shuffle_buffer=self.shuffle_buffer,
-                    on_error=self.on_error,
-                )
-                guards[name] = self._guard(name)
-            batch = self._fill(name, index, streams[name], buckets[name], guards[name])
-            # Kept in this worker's copy: a re-iterated persistent worker continues where it stopped
-            # (its next index is start_batch + worker again).
-            self.start_batch = index + workers - worker
-            yield batch
-
-    def _fill(
-        self,
-        name: str,
-        index: int,
-        stream: Iterator[SegSample],
-        bucket: dict[int, list[SegSample]],
-        guard: FailureGuard,
-    ) -> SegBatch:
-        """Temporal-aware grouping: read samples until some clip length ``T`` has a full batch."""
-        size = self.batch_size_for(name)
-        while True:
-            sample = next(stream)
-            group = bucket[sample.pixel_values.shape[0]]
-            group.append(sample)
-            if len(group) == size and (not self.conversations or self._converse(name, index, group, guard)):
-                batch = collate_samples(group)
-                group.clear()
-                return batch
-
-    def _converse(self, name: str, index: int, group: list[SegSample], guard: FailureGuard) -> bool:
-        """Build the conversations of a full group (global batch ``index``); False if one was dropped.
-
-        Only a full batch counts as a hit of ``guard``: the samples that did converse are built again
-        (with new slots) once the group refills, so counting them would let one good sample among bad
-        ones reset the guard for ever.
-        """
+    def _build(
+        self, planned: PlannedBatch, access: SampleAccess, guard: FailureGuard
+    ) -> SegBatch | SkippedBatch:
+        """This rank's share of a planned global batch, decoded; bad samples raise or are left out."""
+        name = planned.source
         source = self.sources[name]
-        for slot, sample in enumerate(group):
-            rng = np.random.default_rng([self.seed, _CONVERSATION_STREAM, index, slot])
+        index = self.list_index(name)
+        positions = planned.rank_slice(self.rank, self.world_size)
+        first_slot = self.rank * len(positions)
+        samples: list[SegSample] = []
+        for slot, position in enumerate(positions, start=first_slot):
             try:
-                sample.conversation = build_conversation(sample, source.task, rng, train=True)
+                raw = access.get(position)
+            except ShardError as error:
+                if self.on_error == "raise":
+                    raise
+                # Each position is decoded by one reader: the one holding a shard's first sample in this
+                # pass reports the shard (once per pass over the source).
+                if access.order.locate(position)[1] == 0:
+                    warn_skip(error, "shard")
+                    source.stats.add("shards_skipped")
+                guard.miss()
+                continue
+            rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, index, position])
+            try:
+                sample = decode_source_sample(source, raw, self.transform, self.clip_sampler, rng, train=True)
+                if self.conversations:
+                    rng = np.random.default_rng([self.seed, _CONVERSATION_STREAM, planned.index, slot])
+                    sample.conversation = build_conversation(sample, source.task, rng, train=True)
             except SampleError as error:
                 if self.on_error == "raise":
                     raise
-                del group[slot]
                 skip_sample(error, source.stats, guard)
-                return False
-        guard.hit()
-        return True
+                continue
+            guard.hit()
+            samples.append(sample)
+        return collate_samples(samples) if samples else SkippedBatch(planned.index)
+
+    def list_index(self, name: str) -> int:
+        return list(self.sources).index(name)
+
+    # -- state ---------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches_drawn": self.start_batch, "seed": self.seed, "sources": list(self.sources)}
+        return {
+            "batches_drawn": self.start_batch,
+            "seed": self.seed,
+            "sources": list(self.sources),
+            "world_size": self.world_size,
+            "global_batch_sizes": self.global_batch_sizes,
+            "shuffle_buffer": self.shuffle_buffer,
+            "plan": self.plan_state,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if (
-            list(state.get("sources", self.sources)) != list(self.sources)
-            or state.get("seed", self.seed) != self.seed
-        ):
+        """Start from a saved position. With other sources, seed or shuffle window the source sequence or
+        the samples differ from the interrupted run (a warning says so); with another world size the
+        per-source sample sequences continue (positions count samples), in global batches of the new size."""
+        changed = {
+            key: (state.get(key), value)
+            for key, value in (
+                ("sources", list(self.sources)),
+                ("seed", self.seed),
+                ("shuffle_buffer", self.shuffle_buffer),
+                ("world_size", self.world_size),
+                ("global_batch_sizes", self.global_batch_sizes),
+            )
+            if key in state and state[key] != value
+        }
+        if changed:
             log.warning(
-                "resuming the mixed stream with different sources or seed (%s, seed %s -> %s, seed %s): the "
-                "source sequence will differ from the interrupted run",
-                state.get("sources"),
-                state.get("seed"),
-                list(self.sources),
-                self.seed,
+                "resuming the mixed stream with changed settings (saved -> now: %s): %s",
+                changed,
+                "the batches continue each source's sample sequence in the new batch sizes"
+                if set(changed) <= {"world_size", "global_batch_sizes"}
+                else "the source or sample sequence will differ from the interrupted run",
             )
         self.start_batch = int(state["batches_drawn"])
+        plan = state.get("plan")
+        self.plan_state = dict(plan) if plan is not None else None
+
+
+def _count_samples(url: str, remote: RemoteOptions | None = None) -> int:
+    """Samples in a shard (headers only for a local one; a streamed one is read through)."""
+    if not is_remote(url):
+        table = local_shard_table(url)
+        if table is not None:
+            return len(table.samples)
+    return sum(1 for _ in read_shard(url, remote=remote))
 
 
 def _identity(batch: SegBatch) -> SegBatch:
@@ -266,50 +425,123 @@ def _identity(batch: SegBatch) -> SegBatch:
 
 
 class MixedBatchLoader(DataLoader):
-    """DataLoader over a :class:`MixedBatchStream` that counts the batches the training step consumed.
+    """DataLoader over a :class:`MixedBatchStream`: epochs of a fixed number of batches, exact resume.
 
-    Lightning saves ``state_dict()`` of a loader that has one (a "stateful" loader) in the checkpoint and
-    calls ``load_state_dict`` before iterating on resume, so the source sequence continues where the
-    interrupted run stopped. Lightning fetches one batch ahead of the step, so the count of batches
-    *fetched* overshoots by the prefetched batch: :meth:`mark_consumed` (called by
-    ``SegDataModule.on_before_batch_transfer`` for each training batch that reaches the step) gives the
-    exact count; without it the fetched count is saved.
+    **Epochs.** The stream is endless; an epoch is ``epoch_samples`` samples (default: the sum of the
+    sources' sizes), made into ``len(loader) = max(1, round(epoch_samples / m))`` global batches with ``m``
+    the expected samples of a global batch under the mixing probabilities, so Lightning shows real totals
+    and ends epochs where the data says. The DataLoader iterator (and its workers) lives across epochs:
+    each epoch takes the next ``len(loader)`` batches of the same stream.
 
-    The stream is endless and meant to be iterated once (training length = ``max_steps``). If it is
-    iterated again with persistent workers, each worker continues from its own position; batches that
-    were prefetched but not consumed are then skipped.
+    **Resume.** Lightning saves ``state_dict()`` of a loader that has one (a "stateful" loader) in the
+    checkpoint and calls ``load_state_dict`` before iterating on resume. The state is the number of
+    batches the training step consumed and the planner's state there (each source's next stream position
+    and the positions waiting for a batch of their clip length): nothing about workers, which only ever
+    build batches from the plan. Lightning fetches one batch ahead of the step and workers prefetch more:
+    :meth:`mark_consumed` (called by ``SegDataModule.on_before_batch_transfer`` for each training batch
+    that reaches the step) gives the exact count; without it the fetched count is saved.
+
+    Args:
+        dataset: the stream.
+        num_workers: DataLoader workers.
+        epoch_samples: samples in an epoch (None: the sum of the sources' ``num_samples``).
     """
 
-    def __init__(self, dataset: MixedBatchStream, num_workers: int = 0, **kwargs: Any) -> None:
-        kwargs.setdefault("persistent_workers", num_workers > 0)
+    def __init__(
+        self, dataset: MixedBatchStream, num_workers: int = 0, epoch_samples: int | None = None, **kwargs: Any
+    ) -> None:
+        # One DataLoader iterator serves every epoch: workers persist without persistent_workers.
+        kwargs.setdefault("persistent_workers", False)
         super().__init__(dataset, batch_size=None, collate_fn=_identity, num_workers=num_workers, **kwargs)
+        if epoch_samples is not None and int(epoch_samples) < 1:
+            raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
+        self.epoch_samples = (
+            int(epoch_samples)
+            if epoch_samples is not None
+            else sum(s.num_samples for s in dataset.sources.values())
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        dataset: MixedBatchStream = self.dataset  # type: ignore[assignment]
+        self._batches: Iterator[SegBatch | SkippedBatch] | None = None
+        self._next_index = dataset.start_batch  # global index of the next item of _batches
+        self._in_flight: deque[int] = deque()  # indices handed out, not yet marked consumed
         self.batches_fetched = dataset.start_batch
         self.batches_consumed: int | None = None
-        self._origin = dataset.start_batch  # global index of this loader's first batch
+        self._replica: BatchPlanner | None = None  # the plan in this process, for state and counts
+        self._replica_accesses: dict[str, SampleAccess] = {}
+
+    def __len__(self) -> int:
+        dataset: MixedBatchStream = self.dataset  # type: ignore[assignment]
+        return max(1, round(self.epoch_samples / dataset.mean_global_batch()))
 
     def __iter__(self) -> Iterator[SegBatch]:
-        for batch in super().__iter__():
-            self.batches_fetched += 1
-            yield batch
+        """The batches of one epoch: up to the next multiple of ``len(self)`` (a resumed epoch is shorter;
+        an epoch whose batches were all skipped, ``on_error="skip"``, runs on into the next)."""
+        if self._batches is None:
+            self.dataset.prepare()  # type: ignore[attr-defined]
+            self._batches = super().__iter__()
+            self._next_index = self.dataset.start_batch  # type: ignore[attr-defined]
+        length = len(self)
+        end = (self._next_index // length + 1) * length
+        yielded = False
+        while True:
+            if self._next_index >= end:
+                if yielded:
+                    break
+                end += length  # every batch of the epoch was skipped: an empty epoch joins the next
+            item = next(self._batches)
+            index = self._next_index
+            self._next_index += 1
+            self.batches_fetched = self._next_index
+            if isinstance(item, SkippedBatch):
+                continue
+            self._in_flight.append(index)
+            yielded = True
+            yield item
 
     def mark_consumed(self) -> None:
-        """Record that the next batch in order reached the training step."""
-        self.batches_consumed = (self._origin if self.batches_consumed is None else self.batches_consumed) + 1
+        """Record that the oldest batch handed out reached the training step."""
+        if self._in_flight:
+            self.batches_consumed = self._in_flight.popleft() + 1
 
     @property
     def batches_drawn(self) -> int:
-        """Batches consumed by the step (when tracked), else batches fetched."""
+        """Global batches consumed by the step (when tracked), else fetched."""
         return self.batches_fetched if self.batches_consumed is None else self.batches_consumed
 
+    def _plan_at(self, index: int) -> BatchPlanner:
+        """This process's copy of the plan, advanced to batch ``index`` (planning only: nothing decoded)."""
+        dataset: MixedBatchStream = self.dataset  # type: ignore[assignment]
+        if self._replica is None or self._replica.index > index:
+            for access in self._replica_accesses.values():
+                access.close()
+            self._replica_accesses = dataset.accesses()
+            self._replica = dataset.planner(self._replica_accesses)
+        self._replica.advance_to(index)
+        return self._replica
+
+    def samples_seen(self) -> dict[str, int]:
+        """Source -> samples of the global batches consumed so far (all ranks), for logs and progress."""
+        return dict(self._plan_at(self.batches_drawn).samples)
+
     def state_dict(self) -> dict[str, Any]:
-        return {**self.dataset.state_dict(), "batches_drawn": self.batches_drawn}
+        drawn = self.batches_drawn
+        return {
+            **self.dataset.state_dict(),  # type: ignore[attr-defined]
+            "batches_drawn": drawn,
+            "plan": self._plan_at(drawn).state_dict(),
+            "epoch_batches": len(self),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.dataset.load_state_dict(state)
-        self.batches_fetched = self._origin = self.dataset.start_batch
-        self.batches_consumed = None
-        # Persistent workers hold a copy of the dataset from before the load: start fresh ones.
+        self.dataset.load_state_dict(state)  # type: ignore[attr-defined]
+        for access in self._replica_accesses.values():
+            access.close()
+        # Workers hold a copy of the dataset from before the load: the next epoch starts fresh ones.
         self._iterator = None
+        self._reset()
 
 
 class EvalBatchStream(IterableDataset):

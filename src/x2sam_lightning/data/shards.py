@@ -6,6 +6,10 @@ The pipeline for one :class:`~x2sam_lightning.data.sources.ShardSource`::
       ─ read_shard (strict tar reading, data.tars) ─ (training: seeded shuffle buffer)
       ─ decode_sample (schema, media, masks) ─ transform ─> SegSample
 
+The mixed training stream (``data.mixing.MixedBatchStream``) reads by stream position instead, for exact
+resume (``data.sample_order``, ``data.sample_access``), and decodes each sample with
+:func:`decode_source_sample`; ``iter_source(train=True)`` remains a plain streamed reader of one source.
+
 Errors: every defect raises a :class:`~x2sam_lightning.data.errors.SampleError` (or its subclasses
 ``ShardError`` / ``SourceError``) naming the shard url, the sample key and the problem. With
 ``on_error="raise"`` (default) the first one stops the run; with ``on_error="skip"`` a bad sample or a bad
@@ -447,7 +451,7 @@ def skip_sample(error: SampleError, stats: SkipStats, guard: FailureGuard) -> No
     guard.miss()
 
 
-def _reader_info() -> tuple[int, int, int, int]:
+def reader_info() -> tuple[int, int, int, int]:
     from webdataset.utils import pytorch_worker_info
 
     return pytorch_worker_info()
@@ -508,7 +512,7 @@ def iter_raw_samples(
     _check_on_error(on_error)
     if not urls:
         raise SourceError("", "no shard urls to read")
-    rank, world, worker, workers = _reader_info()
+    rank, world, worker, workers = reader_info()
     readers = world * workers
     position_me = rank + world * worker  # webdataset's split_by_node then split_by_worker
     me = rank * workers + worker
@@ -569,11 +573,8 @@ def iter_source(
     usable sample (then :class:`SourceError`), ``source.max_pixels`` the frame size.
     """
     _check_on_error(on_error)
-    rank, _, worker, _ = _reader_info()
+    rank, _, worker, _ = reader_info()
     rng = np.random.default_rng([seed, rank, worker])
-    categories = source.categories
-    task = None if source.task == "unknown" else source.task
-    modality = source.declared_modality
     guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
     raw = iter_raw_samples(
         source.urls,
@@ -589,23 +590,43 @@ def iter_source(
     )
     for sample in raw:
         try:
-            clip = decode_sample(
-                sample,
-                clip_sampler,
-                rng,
-                default_categories=categories,
-                task=task,
-                modality=modality,
-                max_pixels=source.max_pixels,
-                max_objects=source.max_objects if train else None,
-                mask_size=getattr(transform, "mask_size", None),
-            )
-            out = transform(clip, rng)
+            out = decode_source_sample(source, sample, transform, clip_sampler, rng, train=train)
         except SampleError as error:
             if on_error == "raise":
                 raise
             skip_sample(error, source.stats, guard)
             continue
-        out.source = source.name
         guard.hit()
         yield out
+
+
+def decode_source_sample(
+    source: ShardSource,
+    raw: dict[str, Any],
+    transform: Callable[[DecodedClip, np.random.Generator], Any],
+    clip_sampler: ClipSampler,
+    rng: np.random.Generator,
+    *,
+    train: bool,
+) -> Any:
+    """One raw sample of ``source`` decoded (checked against the source's index) and transformed.
+
+    ``rng`` draws the clip start, the ``max_objects`` subset (training) and the transform's flips.
+
+    Raises:
+        SampleError: as :func:`decode_sample`.
+    """
+    clip = decode_sample(
+        raw,
+        clip_sampler,
+        rng,
+        default_categories=source.categories,
+        task=None if source.task == "unknown" else source.task,
+        modality=source.declared_modality,
+        max_pixels=source.max_pixels,
+        max_objects=source.max_objects if train else None,
+        mask_size=getattr(transform, "mask_size", None),
+    )
+    out = transform(clip, rng)
+    out.source = source.name
+    return out

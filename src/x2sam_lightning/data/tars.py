@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 from x2sam_lightning.data.errors import ShardError
@@ -186,17 +187,7 @@ def _read_local(url: str, expected: int | None) -> Iterator[dict[str, Any]]:
             raise ShardError(url, "is an empty file, not a tar shard")
         tar = _open_tar(url, handle, "r:*")
         with tar:
-            members: list[tuple[str, str, tarfile.TarInfo]] = []
-            grouper = _Grouper(url)
-            try:
-                for info in tar:
-                    if (named := _member_key(url, info)) is not None:
-                        grouper.add(*named, info.name)
-                        members.append((*named, info))
-                _check_end(url, tar, tar.fileobj, tar.members[-1].name if tar.members else "")
-            except Exception as error:
-                raise _read_error(url, error, tar.members[-1].name if tar.members else "") from None
-            _check_count(url, grouper.count, expected)
+            members = _check_local(url, tar, expected)
             sample: dict[str, Any] = {}
             for key, ext, info in members:
                 if sample and sample["__key__"] != key:
@@ -207,6 +198,80 @@ def _read_local(url: str, expected: int | None) -> Iterator[dict[str, Any]]:
                 sample[ext] = _member_data(url, tar, info)
             if sample:
                 yield sample
+
+
+def _check_local(
+    url: str, tar: tarfile.TarFile, expected: int | None
+) -> list[tuple[str, str, tarfile.TarInfo]]:
+    """Every member header of a local shard checked (a seek per member): ``(key, ext, info)`` in order."""
+    members: list[tuple[str, str, tarfile.TarInfo]] = []
+    grouper = _Grouper(url)
+    try:
+        for info in tar:
+            if (named := _member_key(url, info)) is not None:
+                grouper.add(*named, info.name)
+                members.append((*named, info))
+        _check_end(url, tar, tar.fileobj, tar.members[-1].name if tar.members else "")
+    except Exception as error:
+        raise _read_error(url, error, tar.members[-1].name if tar.members else "") from None
+    _check_count(url, grouper.count, expected)
+    return members
+
+
+@dataclass(frozen=True)
+class ShardTable:
+    """Where each sample of an uncompressed local shard lies, for random access (exact resume).
+
+    Attributes:
+        url: the shard.
+        samples: per sample, in stored order, ``(key, ((ext, data offset, size), ...))``.
+    """
+
+    url: str
+    samples: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]
+
+    def read(self, handle: IO[bytes], index: int, exts: Container[str] | None = None) -> dict[str, Any]:
+        """Sample ``index`` as a WebDataset dict, read from ``handle`` (the shard opened ``rb``); with
+        ``exts``, only those members (e.g. ``{"json"}`` to peek at a sample)."""
+        key, members = self.samples[index]
+        sample: dict[str, Any] = {"__key__": key, "__url__": self.url}
+        for ext, offset, size in members:
+            if exts is not None and ext not in exts:
+                continue
+            handle.seek(offset)
+            data = handle.read(size)
+            if len(data) != size:
+                raise ShardError(self.url, f"member '{key}.{ext}' is truncated ({len(data)} of {size} bytes)")
+            sample[ext] = data
+        return sample
+
+
+def local_shard_table(url: str, expected_samples: int | None = None) -> ShardTable | None:
+    """The :class:`ShardTable` of a local shard, checked as a whole like :func:`read_shard` does; None
+    for a compressed shard (its offsets are not file offsets: it can only be read in order).
+
+    Raises:
+        ShardError: as :func:`read_shard`.
+    """
+    path = local_path(url) or url
+    try:
+        size = os.path.getsize(path)
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as error:
+        raise ShardError(url, f"cannot be opened: {error.strerror or error}") from None
+    with handle:
+        if size == 0:
+            raise ShardError(url, "is an empty file, not a tar shard")
+        with _open_tar(url, handle, "r:*") as tar:
+            members = _check_local(url, tar, expected_samples)
+            if tar.fileobj is not handle:  # gzip, bz2, xz: offsets inside the decompressed stream
+                return None
+    samples: list[tuple[str, list[tuple[str, int, int]]]] = []
+    for key, ext, info in members:
+        if not samples or samples[-1][0] != key:
+            samples.append((key, []))
+        samples[-1][1].append((ext, info.offset_data, info.size))
+    return ShardTable(url, tuple((key, tuple(parts)) for key, parts in samples))
 
 
 def _member_data(url: str, tar: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
