@@ -45,12 +45,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from x2sam_lightning.data.collate import collate_samples
 from x2sam_lightning.data.conversations import EVAL_PROMPT_TYPES, build_conversation, eval_generator
 from x2sam_lightning.data.errors import SampleError
+from x2sam_lightning.data.grouping import LengthGrouper
 from x2sam_lightning.data.shards import ClipSampler, FailureGuard, OnError, iter_source, skip_sample
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.types import SegBatch, SegSample
 
 log = logging.getLogger(__name__)
+
+#: Batches' worth of later samples a training clip waits for others of its length before it leaves in a
+#: smaller batch (data/grouping.py; only a rare clip length ever waits that long).
+MAX_WAIT_BATCHES = 4
 
 #: Stream id mixed into the training conversation seed (keeps it apart from the schedule's draws).
 _CONVERSATION_STREAM = 1
@@ -163,7 +168,13 @@ class MixedBatchStream(IterableDataset):
         self.conversations = bool(conversations)
 
     def batch_size_for(self, name: str) -> int:
+        """Modality-aware batching: ``video_batch_size`` (the base batch) for a video source,
+        ``batch_size`` (base x image multiplier) for an image source."""
         return self.video_batch_size if self.sources[name].modality == "video" else self.batch_size
+
+    def modalities(self, start: int, count: int) -> list[str]:
+        """Modality of global batches ``start .. start + count - 1`` (look-ahead; nothing is read)."""
+        return [self.sources[name].modality for name in self.schedule.take(start, count)]
 
     def _guard(self, name: str) -> FailureGuard:
         source = self.sources[name]
@@ -175,7 +186,7 @@ class MixedBatchStream(IterableDataset):
         resume_point = self.start_batch
         streams: dict[str, Iterator[SegSample]] = {}
         guards: dict[str, FailureGuard] = {}
-        buckets: dict[str, dict[int, list[SegSample]]] = defaultdict(lambda: defaultdict(list))
+        groupers: dict[str, LengthGrouper] = {}
         # Worker w builds global batches w, w + W, ...; the DataLoader hands them out in that order.
         first = self.start_batch + worker
         for index in count(first, workers):
@@ -196,7 +207,9 @@ class MixedBatchStream(IterableDataset):
                     on_error=self.on_error,
                 )
                 guards[name] = self._guard(name)
-            batch = self._fill(name, index, streams[name], buckets[name], guards[name])
+                size = self.batch_size_for(name)
+                groupers[name] = LengthGrouper(size, max_wait=MAX_WAIT_BATCHES * size)
+            batch = self._fill(name, index, streams[name], groupers[name], guards[name])
             # Kept in this worker's copy: a re-iterated persistent worker continues where it stopped
             # (its next index is start_batch + worker again).
             self.start_batch = index + workers - worker
@@ -207,19 +220,18 @@ class MixedBatchStream(IterableDataset):
         name: str,
         index: int,
         stream: Iterator[SegSample],
-        bucket: dict[int, list[SegSample]],
+        grouper: LengthGrouper,
         guard: FailureGuard,
     ) -> SegBatch:
-        """Temporal-aware grouping: read samples until some clip length ``T`` has a full batch."""
-        size = self.batch_size_for(name)
+        """Temporal-aware grouping (``data/grouping.py``): read samples until a batch of one clip length
+        is ready."""
         while True:
-            sample = next(stream)
-            group = bucket[sample.pixel_values.shape[0]]
-            group.append(sample)
-            if len(group) == size and (not self.conversations or self._converse(name, index, group, guard)):
-                batch = collate_samples(group)
-                group.clear()
-                return batch
+            group = grouper.add(next(stream))
+            if group is None:
+                continue
+            if not self.conversations or self._converse(name, index, group, guard):
+                return collate_samples(group)
+            grouper.put_back(group)  # one sample was dropped: the others wait for a replacement
 
     def _converse(self, name: str, index: int, group: list[SegSample], guard: FailureGuard) -> bool:
         """Build the conversations of a full group (global batch ``index``); False if one was dropped.
