@@ -247,3 +247,58 @@ def test_bad_settings_are_refused():
         ModalityAccumulation({"image": 1, "video": 0})
     with pytest.raises(ValueError, match="gradient_clip_algorithm"):
         ModalityAccumulation(gradient_clip_algorithm="max")
+
+
+class RankData(LookaheadData):
+    """Each rank its own samples, every rank the same modality sequence (as the mixer draws it)."""
+
+    def __init__(self, modalities: str) -> None:
+        super().__init__([])
+        self.modalities = modalities
+
+    def train_dataloader(self) -> DataLoader:
+        self.batches = toy_batches(self.modalities, seed=self.trainer.global_rank)
+        return _loader(self.batches)
+
+
+@pytest.mark.slow  # two spawned processes: ~40 s alone, minutes on a loaded 2-core machine
+def test_two_process_ddp_skips_the_all_reduce_inside_a_window_and_gets_the_same_update(tmp_path):
+    """Accumulating batches run under ``no_sync``; the window's last batch syncs the summed gradient:
+    the update is the mean over ranks of each rank's window mean."""
+    module = ToyModule(ModalityAccumulation({"image": 1, "video": 4}))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=RankData(MODALITIES))
+    per_rank = [reference_update(toy_batches(MODALITIES, seed=r), WINDOWS, None) for r in range(2)]
+    # One SGD step is linear in the gradient, but later windows start from the averaged parameters:
+    # replay the averaged update window by window.
+    expected = ddp_reference([toy_batches(MODALITIES, seed=r) for r in range(2)], WINDOWS)
+    torch.testing.assert_close(module.linear.weight, expected.weight, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(module.linear.weight, per_rank[0].weight, atol=1e-4)
+
+
+def ddp_reference(rank_batches: list[list[ToyBatch]], windows: list[int], lr: float = 0.1) -> nn.Linear:
+    torch.manual_seed(0)
+    linear = nn.Linear(DIM, 1)
+    start = 0
+    for step, length in enumerate(windows):
+        grads = [torch.zeros_like(p) for p in linear.parameters()]
+        for batches in rank_batches:
+            for batch in batches[start : start + length]:
+                loss = toy_loss(linear, batch)
+                for g, gb in zip(grads, torch.autograd.grad(loss, list(linear.parameters()))):
+                    g += gb / length / len(rank_batches)
+        with torch.no_grad():
+            for p, g in zip(linear.parameters(), grads):
+                p -= lr * lr_factor(step) * g
+        start += length
+    return linear
