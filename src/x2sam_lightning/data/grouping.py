@@ -1,7 +1,8 @@
 """Temporal-aware grouping: batches of one clip length ``T``, never padded with frames.
 
-Within one source, samples wait in one bucket per group key (the clip length ``T``, plus the prompt type
-in evaluation); a bucket that reaches the batch size is a batch. However clips are cut (a fixed clip
+Within one source, samples wait in one bucket per group key (the clip length ``T`` unless the caller
+gives another); a bucket that reaches the batch size is a batch (the training stream,
+``MixedBatchStream``; evaluation keeps its own buckets by ``T`` and prompt type, flushed at the end). However clips are cut (a fixed clip
 length, a video shorter than one clip, whole videos in evaluation), a batch never mixes lengths, so no
 padding frame is ever decoded, encoded or masked out.
 

@@ -94,7 +94,7 @@ class AgnosticSegmentor(L.LightningModule):
         return self.segmentor(pixel_values)
 
     def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
-        return self.accumulation.train_step(self, batch, batch_idx, lambda: self._training_loss(batch))
+        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
 
     def on_train_batch_start(self, batch: SegBatch, batch_idx: int) -> None:
         self.accumulation.on_train_batch_start(self)
@@ -102,7 +102,8 @@ class AgnosticSegmentor(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: SegBatch, batch_idx: int) -> None:
         self.accumulation.on_train_batch_end(self)
 
-    def _training_loss(self, batch: SegBatch) -> Tensor:
+    def training_loss(self, batch: SegBatch) -> Tensor:
+        """The batch's loss, logged; ``training_step`` hands it to the accumulation (backward, step)."""
         outputs = self(batch.pixel_values)
         losses = self.criterion(outputs, class_agnostic(batch.targets))
         loss = self.criterion.weighted(losses)

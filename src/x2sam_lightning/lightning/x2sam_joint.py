@@ -151,7 +151,7 @@ class X2SAMJoint(L.LightningModule):
     # -- training --------------------------------------------------------------------------------------
 
     def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
-        return self.accumulation.train_step(self, batch, batch_idx, lambda: self._training_loss(batch))
+        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
 
     def on_train_batch_start(self, batch: SegBatch, batch_idx: int) -> None:
         self.accumulation.on_train_batch_start(self)
@@ -159,7 +159,8 @@ class X2SAMJoint(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: SegBatch, batch_idx: int) -> None:
         self.accumulation.on_train_batch_end(self)
 
-    def _training_loss(self, batch: SegBatch) -> Tensor:
+    def training_loss(self, batch: SegBatch) -> Tensor:
+        """The batch's loss, logged; ``training_step`` hands it to the accumulation (backward, step)."""
         out = self.net(batch)
         size = batch.batch_size
         loss = out.lm_loss * self.hparams.ar_weight if out.lm_loss is not None else None
