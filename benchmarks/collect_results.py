@@ -17,6 +17,7 @@ ORDER = [
     "recipes",
     "model",
     "training",
+    "joint_batching",
     "joint_image",
     "metrics_panoptic",
     "metrics_video",

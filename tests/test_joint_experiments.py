@@ -34,6 +34,7 @@ TINY_DATA = [
     "data.synthetic.frames=4",
     "data.image_size=64",
     "data.batch_size=2",
+    "data.image_batch_multiplier=1",
 ]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 

@@ -99,6 +99,10 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
 
         model = OmegaConf.to_container(cfg.model, resolve=True)
         module.model_config = {"model": model, "image_size": int(cfg.data.image_size)}
+    if not getattr(module, "automatic_optimization", True):  # it clips and accumulates itself
+        from x2sam_lightning.lightning.accumulation import check_trainer_config
+
+        check_trainer_config(cfg.trainer)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
     if not loggers:  # logger=none: a learning-rate monitor has nowhere to log (Lightning refuses it)

@@ -16,6 +16,7 @@ _INSTALL_HINTS = {
     "pycocoevalcap": "pip install 'x2sam-lightning[caption]'  (METEOR and CIDEr for GCG)",
     "av": "pip install av  (writing mp4 clips in data.synthetic)",
     "scipy": "pip install scipy  (Hungarian matching)",
+    "deepspeed": "pip install 'x2sam-lightning[deepspeed]'  (the trainer=deepspeed preset)",
 }
 
 

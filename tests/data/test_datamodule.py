@@ -22,8 +22,8 @@ def _datamodule(root, tiny_kwargs, **kwargs) -> SegDataModule:
         "vid_val": ShardSource("vid_val", root / "synthetic_vid-val.index.json"),
     }
     options = dict(
-        batch_size=4,
-        video_batch_size=1,
+        batch_size=1,
+        image_batch_multiplier=4,
         image_size=64,
         clip_length=3,
         seed=5,

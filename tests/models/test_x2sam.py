@@ -44,7 +44,7 @@ def test_instances_targets_and_gradients(module):
     targets = instance_targets(out.instances, batch)
     assert [t.labels.tolist() for t in targets] == [[0, 1], [0], [0, 1]]
     assert out.seg["pred_logits"].shape[:2] == (3, 16) and out.seg["pred_logits"].shape[-1] == 4
-    loss = module.training_step(batch, 0)
+    loss = module.training_loss(batch)  # training_step also steps the optimiser (needs a Trainer)
     loss.backward()
     named = dict(module.named_parameters())
     for part in (

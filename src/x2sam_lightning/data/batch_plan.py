@@ -52,6 +52,12 @@ class BatchPlanner:
         clip_length_of: source -> ``(position -> T)`` for sources whose clip length varies (videos);
             sources not in it always have ``T = 1``.
         start: global index of the first batch to plan.
+        max_wait_batches: a clip length that stays rare (a few videos shorter than the clip) would hold
+            its samples back for ever: once the longest-waiting position of a source has seen this many
+            global batches' worth of later positions go by, its group leaves as a smaller batch of its own
+            length (a multiple of ``world_size``, so every rank gets a share; None: wait for ever).
+            Nothing is padded and nothing is dropped.
+        world_size: ranks sharing each global batch.
     """
 
     def __init__(
@@ -60,6 +66,8 @@ class BatchPlanner:
         global_sizes: Mapping[str, int],
         clip_length_of: Mapping[str, Callable[[int], int]] | None = None,
         start: int = 0,
+        max_wait_batches: int | None = None,
+        world_size: int = 1,
     ) -> None:
         bad = {name: n for name, n in global_sizes.items() if int(n) < 1}
         if bad:
@@ -67,6 +75,10 @@ class BatchPlanner:
         self.source_at = source_at
         self.global_sizes = {name: int(n) for name, n in global_sizes.items()}
         self.clip_length_of = dict(clip_length_of or {})
+        if max_wait_batches is not None and int(max_wait_batches) < 1:
+            raise ValueError(f"max_wait_batches must be >= 1 or None, got {max_wait_batches}")
+        self.max_wait_batches = None if max_wait_batches is None else int(max_wait_batches)
+        self.world_size = int(world_size)
         self.index = int(start)
         self.positions = dict.fromkeys(self.global_sizes, 0)
         self.waiting: dict[str, dict[int, list[int]]] = {name: {} for name in self.global_sizes}
@@ -90,16 +102,39 @@ class BatchPlanner:
                 group = groups.setdefault(length, [])
                 group.append(position)
                 if len(group) >= size:  # > only after resuming with a smaller world size
-                    positions = tuple(group[:size])
-                    if len(group) == size:
-                        del groups[length]
-                    else:
-                        del group[:size]
+                    positions = self._take(groups, length, size)
+                    break
+                overdue = self._overdue(groups, position, size)
+                if overdue is not None:
+                    positions = self._take(
+                        groups, overdue, len(groups[overdue]) // self.world_size * self.world_size
+                    )
                     break
         batch = PlannedBatch(self.index, name, positions)
         self.index += 1
-        self.samples[name] += size
+        self.samples[name] += len(positions)
         return batch
+
+    def _overdue(self, groups: dict[int, list[int]], position: int, size: int) -> int | None:
+        """The clip length whose oldest position has waited ``max_wait_batches`` global batches' worth of
+        later positions, if its group can be shared by every rank."""
+        if self.max_wait_batches is None or not groups:
+            return None
+        length = min(groups, key=lambda t: groups[t][0])
+        waited = position - groups[length][0]
+        if waited >= self.max_wait_batches * size and len(groups[length]) >= self.world_size:
+            return length
+        return None
+
+    @staticmethod
+    def _take(groups: dict[int, list[int]], length: int, count: int) -> tuple[int, ...]:
+        group = groups[length]
+        positions = tuple(group[:count])
+        if len(group) == count:
+            del groups[length]
+        else:
+            del group[:count]
+        return positions
 
     def advance_to(self, index: int) -> None:
         """Plan (and drop) batches until the next one to plan is ``index``."""

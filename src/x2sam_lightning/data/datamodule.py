@@ -41,8 +41,11 @@ class SegDataModule(pl.LightningDataModule):
         train_sources: name -> ShardSource for training (mixed by temperature); a None value is skipped.
         val_sources: name -> ShardSource for validation (one loader each, in dict order).
         test_sources: name -> ShardSource for testing (defaults to ``val_sources``).
-        batch_size: samples per image batch.
-        video_batch_size: samples per video batch.
+        batch_size: the base batch: samples per video batch (the paper: 1 per device).
+        image_batch_multiplier: image batches hold ``batch_size x image_batch_multiplier`` samples (the
+            paper: 4). With the per-modality accumulation of the LightningModule
+            (``lightning/accumulation.py``: 1 step for images, 4 for videos) both modalities then feed
+            the same number of samples to an optimiser step.
         num_workers: DataLoader workers (persistent when > 0).
         image_size: model input side (longest side resized to it, padded to a square).
         clip_length: frames per training clip.
@@ -73,7 +76,7 @@ class SegDataModule(pl.LightningDataModule):
         val_sources: Mapping[str, ShardSource] | None = None,
         test_sources: Mapping[str, ShardSource] | None = None,
         batch_size: int = 8,
-        video_batch_size: int = 1,
+        image_batch_multiplier: int = 1,
         num_workers: int = 0,
         image_size: int = 128,
         clip_length: int = 8,
@@ -95,7 +98,13 @@ class SegDataModule(pl.LightningDataModule):
         self.train_sources = _enabled(train_sources)
         self.val_sources = _enabled(val_sources)
         self.test_sources = _enabled(test_sources) if test_sources is not None else dict(self.val_sources)
-        self.batch_size, self.video_batch_size = int(batch_size), int(video_batch_size)
+        if int(batch_size) < 1 or int(image_batch_multiplier) < 1:
+            raise ValueError(
+                f"batch_size and image_batch_multiplier must be >= 1, got {batch_size} and {image_batch_multiplier}"
+            )
+        # Concrete sizes of the streams: image batches = base x multiplier, video batches = base.
+        self.batch_size = int(batch_size) * int(image_batch_multiplier)
+        self.video_batch_size = int(batch_size)
         self.num_workers, self.image_size = int(num_workers), int(image_size)
         self.clip_length, self.clip_stride, self.eval_max_frames = (
             int(clip_length),
@@ -200,6 +209,18 @@ class SegDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> list[DataLoader]:
         """``predict`` reads the test sources (whole videos, no shuffling)."""
         return self._eval_loaders(self.test_sources)
+
+    def upcoming_train_modalities(self, count: int) -> list[str]:
+        """Modalities of the ``count`` training batches after the one the step holds: the LightningModule
+        plans its accumulation windows with them (``lightning/accumulation.py``). The source schedule has
+        random access, so nothing is read."""
+        loader = self._train_loader
+        if loader is None:
+            raise RuntimeError(
+                "upcoming_train_modalities needs the training loader: call train_dataloader first"
+            )
+        # The batch in the step was counted as consumed (on_before_batch_transfer): the next one is this.
+        return loader.dataset.modalities(loader.batches_drawn, count)
 
     def skip_stats(self) -> dict[str, dict[str, int]]:
         """Source name -> ``{"samples_skipped", "shards_skipped"}`` so far (``on_error="skip"``), over all

@@ -67,6 +67,10 @@ from x2sam_lightning.types import SegBatch, SegSample
 
 log = logging.getLogger(__name__)
 
+#: Global batches' worth of later samples a training clip waits for others of its length before it leaves
+#: in a smaller batch (only a rare clip length ever waits that long; see ``BatchPlanner``).
+MAX_WAIT_BATCHES = 4
+
 #: Stream ids mixed into the training seeds (keep conversations and per-sample draws apart).
 _CONVERSATION_STREAM, _SAMPLE_STREAM = 1, 2
 
@@ -209,6 +213,8 @@ class MixedBatchStream(IterableDataset):
         self.shard_sizes: dict[str, list[int]] | None = None  # set by prepare()
 
     def batch_size_for(self, name: str) -> int:
+        """Modality-aware batching: ``video_batch_size`` (the base batch) for a video source,
+        ``batch_size`` (base x image multiplier) for an image source."""
         return self.video_batch_size if self.sources[name].modality == "video" else self.batch_size
 
     @property
@@ -285,6 +291,8 @@ class MixedBatchStream(IterableDataset):
                 for name, source in self.sources.items()
                 if source.modality == "video"
             },
+            max_wait_batches=MAX_WAIT_BATCHES,
+            world_size=self.world_size,
         )
         if self.plan_state is not None:
             planner.load_state_dict(self.plan_state)
@@ -324,6 +332,10 @@ class MixedBatchStream(IterableDataset):
         finally:
             for access in accesses.values():
                 access.close()
+
+    def modalities(self, start: int, count: int) -> list[str]:
+        """Modality of global batches ``start .. start + count - 1`` (look-ahead; nothing is read)."""
+        return [self.sources[name].modality for name in self.schedule.take(start, count)]
 
     def _guard(self, name: str) -> FailureGuard:
         source = self.sources[name]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
 from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.optim import param_groups
@@ -44,6 +45,8 @@ class AgnosticSegmentor(L.LightningModule):
         metric: the class-agnostic COCO segm metric; copied for validation and test.
         lr_overrides: ``{parameter-name prefix: lr}``, e.g. a lower rate for ``segmentor.mask_encoder``.
         weight_decay: AdamW weight decay for weights (not norms, biases, embeddings).
+        accumulation: per-modality gradient accumulation and clipping (manual optimisation, see
+            ``lightning/accumulation.py``); default: images step every batch, videos every 4, no clipping.
     """
 
     def __init__(
@@ -56,14 +59,26 @@ class AgnosticSegmentor(L.LightningModule):
         metric: MaskAP | None = None,
         lr_overrides: Mapping[str, float] | None = None,
         weight_decay: float = 0.05,
+        accumulation: ModalityAccumulation | None = None,
     ) -> None:
         super().__init__()
         # Built modules and the optimiser/scheduler partials stay out of hparams, and Hydra containers
         # become plain ones: checkpoints then load with torch.load(weights_only=True).
         lr_overrides = {str(k): float(v) for k, v in lr_overrides.items()} if lr_overrides else None
         self.save_hyperparameters(
-            ignore=["segmentor", "criterion", "optimizer", "scheduler", "postprocess", "metric"]
+            ignore=[
+                "segmentor",
+                "criterion",
+                "optimizer",
+                "scheduler",
+                "postprocess",
+                "metric",
+                "accumulation",
+            ]
         )
+        # Modality-aware accumulation steps, clips and schedules itself (lightning/accumulation.py).
+        self.automatic_optimization = False
+        self.accumulation = accumulation or ModalityAccumulation()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.segmentor = segmentor
         self.criterion = criterion
@@ -79,6 +94,16 @@ class AgnosticSegmentor(L.LightningModule):
         return self.segmentor(pixel_values)
 
     def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
+        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
+
+    def on_train_batch_start(self, batch: SegBatch, batch_idx: int) -> None:
+        self.accumulation.on_train_batch_start(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: SegBatch, batch_idx: int) -> None:
+        self.accumulation.on_train_batch_end(self)
+
+    def training_loss(self, batch: SegBatch) -> Tensor:
+        """The batch's loss, logged; ``training_step`` hands it to the accumulation (backward, step)."""
         outputs = self(batch.pixel_values)
         losses = self.criterion(outputs, class_agnostic(batch.targets))
         loss = self.criterion.weighted(losses)
@@ -172,3 +197,8 @@ class AgnosticSegmentor(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[STAGE1_FORMAT] = stage1_metadata(self)
+        checkpoint[ACCUMULATION_KEY] = self.accumulation.state_dict(self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if ACCUMULATION_KEY in checkpoint:
+            self.accumulation.load_state_dict(checkpoint[ACCUMULATION_KEY])

@@ -3,7 +3,8 @@
 Loss: chat samples L_ar (next-token cross-entropy on the answers); segmentation samples
 L_ar + L_mask + L_cls (the set criterion on every decoding instance, with the conditions as classes).
 Optimisation: parameter groups with their own learning rates (the paper: mask encoder 1e-5, the rest
-1e-4), AdamW, warm-up then cosine, gradient clipping from the trainer config.
+1e-4), AdamW, warm-up then cosine; modality-aware gradient accumulation and clipping by the module
+(manual optimisation, ``lightning/accumulation.py``: ``model.accumulation``).
 
 Checkpoints hold only what training changes (the frozen base weights of the vision-language model stay
 in its local folder) plus an ``x2sam_stage2`` record: the base folder and the digest of its config, and
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from x2sam_lightning.data.templates import task_kind
+from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoint_files import CheckpointError
 from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
 from x2sam_lightning.lightning.data_stats import log_skip_stats
@@ -67,6 +69,8 @@ class X2SAMJoint(L.LightningModule):
         condition_pooling: ``"span"`` (the authors') or ``"inner"`` (see :class:`X2SAM`).
         object_mask_threshold, overlap_threshold: panoptic inference's class-probability and overlap
             thresholds (Mask2Former: 0.8 and 0.8).
+        accumulation: per-modality gradient accumulation and clipping (manual optimisation, see
+            ``lightning/accumulation.py``); default: images step every batch, videos every 4, no clipping.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class X2SAMJoint(L.LightningModule):
         condition_pooling: str = "span",
         object_mask_threshold: float = 0.8,
         overlap_threshold: float = 0.8,
+        accumulation: ModalityAccumulation | None = None,
     ) -> None:
         super().__init__()
         # Plain containers (not Hydra's): hparams go into checkpoints, which load with weights_only=True.
@@ -105,8 +110,12 @@ class X2SAMJoint(L.LightningModule):
                 "optimizer",
                 "scheduler",
                 "metrics",
+                "accumulation",
             ]
         )
+        # Modality-aware accumulation steps, clips and schedules itself (lightning/accumulation.py).
+        self.automatic_optimization = False
+        self.accumulation = accumulation or ModalityAccumulation()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.net = X2SAM(segmentor, vl_backbone, region_sampler, projector_depth, condition_pooling)
         self.criterion = criterion
@@ -142,6 +151,16 @@ class X2SAMJoint(L.LightningModule):
     # -- training --------------------------------------------------------------------------------------
 
     def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
+        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
+
+    def on_train_batch_start(self, batch: SegBatch, batch_idx: int) -> None:
+        self.accumulation.on_train_batch_start(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: SegBatch, batch_idx: int) -> None:
+        self.accumulation.on_train_batch_end(self)
+
+    def training_loss(self, batch: SegBatch) -> Tensor:
+        """The batch's loss, logged; ``training_step`` hands it to the accumulation (backward, step)."""
         out = self.net(batch)
         size = batch.batch_size
         loss = out.lm_loss * self.hparams.ar_weight if out.lm_loss is not None else None
@@ -299,6 +318,7 @@ class X2SAMJoint(L.LightningModule):
             "base_digest": backbone.base_digest,
             "model_config": self.model_config,
         }
+        checkpoint[ACCUMULATION_KEY] = self.accumulation.state_dict(self)
 
     def load_trained(self, checkpoint: Mapping[str, Any]) -> None:
         """A stage-2 checkpoint's weights into this module outside a Trainer (predictor, benchmarks),
@@ -327,3 +347,5 @@ class X2SAMJoint(L.LightningModule):
                 f"the checkpoint does not fit this model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}",
             )
+        if ACCUMULATION_KEY in checkpoint:
+            self.accumulation.load_state_dict(checkpoint[ACCUMULATION_KEY])
