@@ -19,6 +19,7 @@ def test_fit_runs_in_two_processes(tmp_path):
         "trainer=ddp_cpu",
         "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
         "data.batch_size=4",  # 2 steps x 2 ranks x 4 = 16 of the 24 images: within one pass over them
+        "data.image_batch_multiplier=1",
         f"paths.data_dir={tmp_path / 'data'}", f"paths.output_dir={tmp_path / 'runs'}", *TINY_DATA,
         "+callbacks.batch_log._target_=helpers.batch_log.BatchLog", f"+callbacks.batch_log.path={tmp_path / 'b'}",
     ]  # fmt: skip
