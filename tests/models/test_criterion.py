@@ -48,6 +48,25 @@ def test_unmatched_query_is_no_object_with_eos_weight():
     assert losses["loss_mask"].item() == pytest.approx(BCE, rel=1e-5)
 
 
+def test_no_object_weight_per_target_set():
+    # Two target sets: the first one's unmatched query weighs 0.1, the second one's 0.5.
+    logits = torch.tensor([[[0.5, -0.5], [1.0, 0.0]]]).repeat(2, 1, 1)
+    masks = torch.stack([LOGITS, torch.full((2, 2), -20.0)]).view(1, 2, 1, 2, 2).repeat(2, 1, 1, 1, 1)
+    targets = [_targets(TARGET.view(1, 1, 2, 2))] * 2
+    outputs = {"pred_logits": logits, "pred_masks": masks}
+    losses = _criterion(eos_coef=0.1)(outputs, targets, no_object_weight=[0.1, 0.5])
+    matched, unmatched = math.log1p(math.exp(-1)), math.log1p(math.exp(1))
+    expected = (2 * matched + 0.1 * unmatched + 0.5 * unmatched) / (2 + 0.1 + 0.5)
+    assert losses["loss_ce"].item() == pytest.approx(expected, rel=1e-5)
+    # The same weight for every set is the criterion's own eos_coef.
+    same = _criterion(eos_coef=0.1)(outputs, targets, no_object_weight=[0.1, 0.1])
+    assert same["loss_ce"].item() == pytest.approx(
+        _criterion(eos_coef=0.1)(outputs, targets)["loss_ce"].item()
+    )
+    with pytest.raises(ValueError, match="no_object_weight"):
+        _criterion()(outputs, targets, no_object_weight=[0.1])
+
+
 def test_empty_target_only_no_object():
     logits = torch.tensor([[[0.5, -0.5], [1.0, 0.0]]], requires_grad=True)
     masks = torch.randn(1, 2, 1, 2, 2, requires_grad=True)

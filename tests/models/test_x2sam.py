@@ -104,6 +104,18 @@ def test_target_copies_repeat_per_condition_targets_only(module):
     assert copied[1].labels.tolist() == [0, 0, 0]
 
 
+def test_per_condition_instances_get_their_own_no_object_weight(module):
+    out = module.net(hand_made_batch())
+    eos = module.criterion.eos_coef
+    assert module._no_object_weights(out.instances) is None  # default: the criterion's for every instance
+    module.hparams.per_condition_eos_coef = 0.7
+    try:
+        # genseg and intseg decode sets (the criterion's weight); the referring <SEG> is per condition.
+        assert module._no_object_weights(out.instances) == [eos, 0.7, eos]
+    finally:
+        module.hparams.per_condition_eos_coef = None
+
+
 def test_same_words_are_no_contrastive_negative(module):
     net = module.net
     p, q, seg, pad = net.p_start, net.p_end, net.seg_id, net.pad_id

@@ -35,7 +35,7 @@ from x2sam_lightning.models.criterion import num_masks_across_processes
 from x2sam_lightning.models.region_sampler import RegionSampler
 from x2sam_lightning.models.segmentor import Segmentor
 from x2sam_lightning.models.vl_backbone import VLBackbone
-from x2sam_lightning.models.x2sam import X2SAM, instance_targets
+from x2sam_lightning.models.x2sam import X2SAM, DecodeInstance, instance_targets
 from x2sam_lightning.types import SegBatch
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class X2SAMJoint(L.LightningModule):
         top_k: detections kept per image in evaluation.
         eval_seed: seed of the region sampler's points in evaluation (reproducible scores).
         target_copies: queries trained on each per-condition target (1: plain Hungarian matching).
+        per_condition_eos_coef: no-object class weight of ``per_condition`` instances (one target each:
+            referring, reasoning, GCG); None: the criterion's ``eos_coef``, as for ``set`` instances.
         condition_pooling: ``"span"`` (the authors') or ``"inner"`` (see :class:`X2SAM`).
         object_mask_threshold, overlap_threshold: panoptic inference's class-probability and overlap
             thresholds (Mask2Former: 0.8 and 0.8).
@@ -92,6 +94,7 @@ class X2SAMJoint(L.LightningModule):
         top_k: int = 100,
         eval_seed: int = 0,
         target_copies: int = 1,
+        per_condition_eos_coef: float | None = None,
         condition_pooling: str = "span",
         object_mask_threshold: float = 0.8,
         overlap_threshold: float = 0.8,
@@ -168,7 +171,7 @@ class X2SAMJoint(L.LightningModule):
             self.log("train/lm_loss", out.lm_loss, batch_size=size)
         if out.seg is not None:
             targets = instance_targets(out.instances, batch, self.hparams.target_copies)
-            losses = self.criterion(out.seg, targets)
+            losses = self.criterion(out.seg, targets, self._no_object_weights(out.instances))
             seg_loss = self.criterion.weighted(losses)
             loss = seg_loss if loss is None else loss + seg_loss
             self.log("train/seg_loss", seg_loss, batch_size=size)
@@ -183,6 +186,16 @@ class X2SAMJoint(L.LightningModule):
             raise ValueError(f"batch of {batch.source!r} ({batch.tasks[0]}) has nothing to learn: no answer")
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
+
+    def _no_object_weights(self, instances: list[DecodeInstance]) -> list[float] | None:
+        """Each instance's no-object weight: a single-target (``per_condition``) instance may weight its
+        unmatched queries apart from a ``set`` instance, whose many targets leave fewer of them."""
+        single = self.hparams.per_condition_eos_coef
+        if single is None:
+            return None
+        return [
+            float(single) if inst.own is not None else float(self.criterion.eos_coef) for inst in instances
+        ]
 
     # -- evaluation ------------------------------------------------------------------------------------
 

@@ -137,8 +137,13 @@ class SetCriterion(nn.Module):
         targets: list[TrackTargets],
         indices: list[tuple[Tensor, Tensor]],
         num_masks: float,
+        no_object_weight: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Classification loss; unmatched queries are no-object."""
+        """Classification loss; unmatched queries are no-object.
+
+        ``no_object_weight`` ``[B]``: the no-object weight of each target set (default ``eos_coef`` for
+        all); the cross-entropy is the weighted mean, as ``F.cross_entropy(weight=...)`` computes it.
+        """
         logits = outputs["pred_logits"].float()
         num_classes = logits.shape[-1] - 1
         target_classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
@@ -152,9 +157,12 @@ class SetCriterion(nn.Module):
                 logits[..., :num_classes], one_hot, num_masks, self.focal_alpha, self.focal_gamma
             )
             return {"loss_focal": loss}
-        weight = torch.ones(num_classes + 1, device=logits.device)
-        weight[-1] = self.eos_coef
-        return {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, weight)}
+        if no_object_weight is None:
+            no_object_weight = torch.full((logits.shape[0],), self.eos_coef)
+        row_weight = no_object_weight.to(logits.device, logits.dtype)[:, None].expand_as(target_classes)
+        weight = torch.where(target_classes == num_classes, row_weight, torch.ones_like(row_weight))
+        loss = F.cross_entropy(logits.transpose(1, 2), target_classes, reduction="none")
+        return {"loss_ce": (loss * weight).sum() / weight.sum()}
 
     def _point_coords(self, src_masks: Tensor, valid: Tensor) -> Tensor:
         with torch.no_grad():
@@ -227,21 +235,29 @@ class SetCriterion(nn.Module):
         targets: list[TrackTargets],
         num_masks: float,
         grid_labels: list[Tensor] | None = None,
+        no_object_weight: Tensor | None = None,
     ) -> dict[str, Tensor]:
         indices = self.matcher(outputs, targets)
         losses: dict[str, Tensor] = {}
         if "labels" in self.losses:
-            losses.update(self.loss_labels(outputs, targets, indices, num_masks))
+            losses.update(self.loss_labels(outputs, targets, indices, num_masks, no_object_weight))
         if "masks" in self.losses:
             losses.update(self.loss_masks(outputs, targets, indices, num_masks, grid_labels))
         return losses
 
-    def forward(self, outputs: dict[str, Any], targets: list[TrackTargets]) -> dict[str, Tensor]:
+    def forward(
+        self,
+        outputs: dict[str, Any],
+        targets: list[TrackTargets],
+        no_object_weight: Sequence[float] | Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """All losses, unweighted.
 
         Args:
             outputs: ``pred_logits [B, Q, C+1]``, ``pred_masks [B, Q, T, h, w]``, optional ``aux_outputs``.
             targets: ``B`` target sets, masks ``[N, T, H, W]`` at the input size.
+            no_object_weight: the no-object class weight of each target set (``B`` values); default
+                ``eos_coef`` for every set. Stage 2 weights single-target sets apart from many-target ones.
 
         Returns:
             ``loss_*`` for the final prediction and ``loss_*_{i}`` for auxiliary prediction ``i``.
@@ -253,9 +269,15 @@ class SetCriterion(nn.Module):
         if self.point_grid is not None and "masks" in self.losses:
             with torch.no_grad():
                 grid_labels = self._grid_labels(targets)
-        losses = self._losses(outputs, targets, num_masks, grid_labels)
+        if no_object_weight is not None:
+            no_object_weight = torch.as_tensor(no_object_weight, dtype=torch.float32)
+            if no_object_weight.shape != (len(targets),):
+                raise ValueError(
+                    f"no_object_weight has shape {tuple(no_object_weight.shape)}, expected ({len(targets)},)"
+                )
+        losses = self._losses(outputs, targets, num_masks, grid_labels, no_object_weight)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_losses = self._losses(aux, targets, num_masks, grid_labels)
+            aux_losses = self._losses(aux, targets, num_masks, grid_labels, no_object_weight)
             losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
         return losses
 
