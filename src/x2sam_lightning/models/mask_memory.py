@@ -126,7 +126,7 @@ class MemoryAttention(nn.Module):
     def __init__(self, dim: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.attn = nn.ModuleList(
-            AttentionBlock(dim, num_heads, dropout, pre_norm=True, zero_init_output=True)
+            AttentionBlock(dim, num_heads, dropout, pre_norm=True, zero_init_output=True, fused=True)
             for _ in range(num_layers)
         )
         self.ffn = nn.ModuleList(FFNBlock(dim, ffn_dim, dropout, pre_norm=True) for _ in range(num_layers))

@@ -86,7 +86,10 @@ class Segmentor(nn.Module):
         instance_samples: Tensor | None = None,
         **language: Tensor | None,
     ) -> dict[str, Any]:
-        """Pixel decoder + mask decoder on encoded frames, predictions re-assembled as tracks.
+        """Pixel decoder + [mask memory] + mask decoder on encoded frames, predictions re-assembled as tracks.
+
+        With a mask memory the frames of each instance are decoded in order from an empty bank
+        (:meth:`decode_with_memory`); without one, all at once.
 
         Args:
             features: Output of :meth:`encode` for ``B`` samples of ``T`` frames.
@@ -187,8 +190,8 @@ class Segmentor(nn.Module):
 
 
 def _frames_in_order(decoded: list[dict[str, Any]]) -> dict[str, Tensor]:
-    """``T`` per-frame outputs ``[I, Q, ...]`` -> ``[I*T, Q, ...]`` frame-major per instance (as :func:`_to_tracks`
-    reads them)."""
+    """``T`` per-frame outputs ``[I, Q, ...]`` -> ``[I*T, Q, ...]``, an instance's frames in a row (as
+    :func:`_to_tracks` reads them)."""
     return {
         key: torch.stack([out[key] for out in decoded], 1).flatten(0, 1)
         for key in ("pred_logits", "pred_masks")
