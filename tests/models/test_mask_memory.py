@@ -8,7 +8,7 @@ from helpers.models import tiny_segmentor
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
-from x2sam_lightning.models.mask_memory import frame_gap_encoding, mask_guidance
+from x2sam_lightning.models.mask_memory import MaskMemory, frame_gap_encoding, mask_guidance
 from x2sam_lightning.models.memory_bank import MemoryBank
 
 DECODER = {"mask_decoder.num_queries": 4, "mask_decoder.num_layers": 2}
@@ -242,6 +242,23 @@ def test_the_paper_preset_stores_every_level_at_the_coarsest_size():
     with torch.no_grad():
         _, bank = tiny.decode_with_memory(tiny.encode(torch.randn(1, 2, 3, 64, 64)), 2)
     assert [tuple(f.shape[-2:]) for f in bank.entries[0].features] == [(8, 8)] * 3
+
+
+def test_only_the_coarse_levels_can_read_the_memory():
+    """``read_levels=2``: the stride-4 map passes unchanged; the mask features still get the (upsampled)
+    read-out of the finest reading level."""
+    model = memory_segmentor(**{"mask_memory.read_levels": 2})
+    with torch.no_grad():
+        features = model.encode(torch.randn(1, 2, 3, 64, 64))
+        out, bank = model.decode_with_memory(features, 2)
+        assert out["pred_masks"].shape == (1, 4, 2, 16, 16) and len(bank.entries[0].features) == 2
+        pixels = model.pixel_decoder(features.fpn)
+        maps = [f[:1] for f in pixels.multi_scale_features]
+        levels, mask_features = model.mask_memory.read(maps, pixels.mask_features[:1], bank)
+    assert levels[2] is maps[2] and not torch.equal(levels[1], maps[1])
+    assert not torch.equal(mask_features, pixels.mask_features[:1])
+    with pytest.raises(ValueError, match=r"read_levels must be in \[1, 3\]"):
+        MaskMemory(64, 64, num_levels=3, read_levels=4)
 
 
 def test_every_experiment_keeps_the_memory_off_by_default():

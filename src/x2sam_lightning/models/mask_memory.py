@@ -163,6 +163,10 @@ class MaskMemory(nn.Module):
             stores each at its own size (the finest memory, ``(h w)^2`` attention at the finest level).
         class_loss: how the class logits were trained (the guidance reads class probabilities as the
             loss defines them).
+        read_levels: only the coarsest ``read_levels`` of the decoder's levels read the memory (``None``:
+            all, the paper's multi-scale design). The finest level holds most tokens: leaving it out about
+            halves the memory's cost on the CPU preset; the mask features then get the finest reading
+            level's read-out, upsampled.
     """
 
     def __init__(
@@ -178,8 +182,13 @@ class MaskMemory(nn.Module):
         num_fuser_layers: int = 2,
         memory_level: int | None = 0,
         class_loss: Literal["ce", "focal"] = "ce",
+        read_levels: int | None = None,
     ) -> None:
         super().__init__()
+        if read_levels is not None:
+            if not 1 <= read_levels <= num_levels:
+                raise ValueError(f"read_levels must be in [1, {num_levels}] or None, not {read_levels}")
+            num_levels = read_levels
         if memory_level is not None and not 0 <= memory_level < num_levels:
             raise ValueError(f"memory_level must be a level in [0, {num_levels}) or None, not {memory_level}")
         if capacity < 1:
