@@ -5,8 +5,10 @@ small versioned record (``checkpoint["x2sam_stage1"]``) naming the segmentor par
 them back without building the LightningModule, and loads them into a stage-2 segmentor with an explicit
 list of what may differ: stage 2's decoder adds the language inputs (token-to-image attention, condition
 projection, cosine class scorer, optionally the spatial prior) and drops stage 1's linear object /
-no-object head. Anything else missing,
-unexpected or of another shape is an error naming the parameter. Every load is ``weights_only=True``.
+no-object head. The mask memory (video) is a stage-1 part when stage 1 trained one; a stage-2 memory whose
+stage 1 had none starts from its own initialisation and is reported, every tensor named. Anything else
+missing, unexpected or of another shape is an error naming the parameter. Every load is
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from torch import nn
 from x2sam_lightning.lightning.checkpoint_files import CheckpointError, read_checkpoint
 
 STAGE1_FORMAT = "x2sam_stage1"
-STAGE1_PARTS = ("mask_encoder", "pixel_decoder", "mask_decoder")
+STAGE1_PARTS = ("mask_encoder", "pixel_decoder", "mask_decoder", "mask_memory")
+#: Parts a segmentor may lack (``model/mask_memory=none``) and a stage-1 checkpoint may not hold.
+OPTIONAL_PARTS = ("mask_memory",)
 _PREFIX = "segmentor."
 
 #: Stage-2 mask-decoder parameters a stage-1 checkpoint does not have.
@@ -98,7 +102,7 @@ class HandoffReport:
     """What :func:`load_stage1_into` did: per part, the keys loaded and the allowed differences."""
 
     loaded: dict[str, int] = field(default_factory=dict)
-    stage2_only: list[str] = field(default_factory=list)
+    stage2_only: list[str] = field(default_factory=list)  # tensors new in stage 2 (kept as initialised)
     stage1_only: list[str] = field(default_factory=list)
 
 
@@ -111,17 +115,30 @@ def load_stage1_into(
 ) -> HandoffReport:
     """Initialise a stage-2 segmentor's ``parts`` from a stage-1 checkpoint.
 
+    An optional part (the mask memory) is skipped when neither side has it; when only the segmentor has
+    it, its tensors are reported in ``stage2_only`` (new, kept at their initialisation).
+
     Raises:
         ValueError: naming every parameter that is missing, unexpected or of another shape beyond the
-            allowed stage-1 / stage-2 differences (e.g. a checkpoint of another preset).
+            allowed stage-1 / stage-2 differences (e.g. a checkpoint of another preset), or a part the
+            checkpoint holds and the segmentor lacks (e.g. a stage-1 memory, stage 2 built without one).
     """
     weights = load_stage1_parts(path)
     report = HandoffReport()
     problems: list[str] = []
     for part in parts:
+        module: nn.Module | None = getattr(segmentor, part, None)
+        if part in OPTIONAL_PARTS and part not in weights:
+            if module is not None:
+                report.stage2_only += [f"{part}.{k}" for k in module.state_dict()]
+            continue
         if part not in weights:
             raise ValueError(f"{path}: no '{part}' in the stage-1 record (parts: {sorted(weights)})")
-        module: nn.Module = getattr(segmentor, part)
+        if module is None:
+            raise ValueError(
+                f"{path}: the stage-1 checkpoint holds a trained {part} and this segmentor has none "
+                f"(build it with model/{part}=..., or leave {part} out of model.stage1_parts)"
+            )
         own = module.state_dict()
         given = weights[part]
         missing = sorted(set(own) - set(given))

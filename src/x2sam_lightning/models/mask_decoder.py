@@ -56,6 +56,8 @@ class AttentionBlock(nn.Module):
         pre_norm: Normalise before attention instead of after the residual.
         zero_init_output: Zero the output projection, so the block is the identity at initialisation.
         self_attention: Keys and values are the (normalised) queries themselves; ``memory`` is ignored.
+        fused: Never form the ``[N, Q, S]`` attention-weight matrix (PyTorch's fused scaled-dot-product
+            kernel): for many queries and keys, as in the mask memory's attention over earlier frames.
     """
 
     def __init__(
@@ -66,9 +68,11 @@ class AttentionBlock(nn.Module):
         pre_norm: bool = False,
         zero_init_output: bool = False,
         self_attention: bool = False,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         self.self_attention = self_attention
+        self.fused = fused
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
@@ -99,7 +103,14 @@ class AttentionBlock(nn.Module):
             # A row whose keys are all padding would give NaN: let it attend, then drop its output.
             empty = key_padding_mask.all(-1)
             key_padding_mask = key_padding_mask & ~empty[:, None]
-        out = self.attn(query, key, memory, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+        out = self.attn(
+            query,
+            key,
+            memory,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=not self.fused,
+        )[0]
         if key_padding_mask is not None:
             out = out.masked_fill(empty[:, None, None], 0.0)
         x = x + self.dropout(out)
