@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from x2sam_lightning.data.grouping import LengthGrouper
+
 from x2sam_lightning.lightning.agnostic_segmentor import class_agnostic
 from x2sam_lightning.types import TrackTargets
 
