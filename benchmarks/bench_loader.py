@@ -3,8 +3,10 @@ workers, in the same run; plus where our per-sample time goes.
 
 Throughput (samples/s, ``--workers`` DataLoader workers on both sides, default 2):
 - ours: ``SegDataModule.train_dataloader()`` over one source (strict tar reading, json validation, media
-  decoding, RLE masks, resize/pad/normalise, temporal grouping, collation into a ``SegBatch``): image batches
-  of ``--batch-size``, video batches of one ``--clip``-frame clip.
+  decoding, RLE masks resized and padded, temporal grouping, collation into a ``SegBatch`` of uint8 frames),
+  then ``batch.to("cpu")`` in the main process: the step that makes the model input (resize, normalise,
+  pad), which a GPU run does on the GPU; timed here on the CPU, in the loop, so no work leaves the
+  measurement. Image batches of ``--batch-size``, video batches of one ``--clip``-frame clip.
 - raw: the same tar shards read with ``tarfile``, each image decoded with PIL (``convert("RGB")``) and each
   video clip (``--clip`` consecutive frames at a random start) with ``decord``, to uint8 tensors, batched by
   the DataLoader's default collate. Nothing else: the lower bound of any loader of these shards.
@@ -23,6 +25,7 @@ import argparse
 import io
 import json
 import os
+import pickle
 import platform
 import statistics
 import subprocess
@@ -30,7 +33,9 @@ import sys
 import tarfile
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import numpy as np
@@ -75,21 +80,44 @@ class RawDecode(IterableDataset):
             return torch.from_numpy(frames)
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as image:
+        # PIL's array is read-only (torch warns); raw decoding does not copy it.
+        with Image.open(io.BytesIO(data)) as image, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(np.asarray(image.convert("RGB")))[None]
 
 
-def _rate(loader: DataLoader, batch_samples: int, warmup: int, batches: int) -> float:
-    """Samples per second over ``batches`` batches after ``warmup`` (worker start-up excluded)."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of this process and of the DataLoader worker processes ``pids``."""
+    total = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
+def _rate(
+    loader: DataLoader, batch_samples: int, warmup: int, batches: int, finish: Callable[[object], object]
+) -> tuple[float, float]:
+    """Samples per second and CPU ms per sample (all processes) over ``batches`` batches after ``warmup``
+    (worker start-up excluded)."""
     iterator = iter(loader)
     for _ in range(warmup):
-        next(iterator)
-    start = time.perf_counter()
+        finish(next(iterator))
+    # The worker processes: of the iterator, or of the loader's persistent one (ours wraps it).
+    workers = getattr(iterator, "_workers", None) or getattr(
+        getattr(loader, "_iterator", None), "_workers", []
+    )
+    pids = [worker.pid for worker in workers]
+    if len(pids) != loader.num_workers:
+        raise RuntimeError(f"found {len(pids)} of the {loader.num_workers} worker processes to time")
+    start, cpu = time.perf_counter(), _cpu_seconds(pids)
     for _ in range(batches):
-        next(iterator)
-    seconds = time.perf_counter() - start
+        finish(next(iterator))
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds(pids) - cpu
     del iterator  # stops the workers
-    return batches * batch_samples / seconds
+    samples = batches * batch_samples
+    return samples / seconds, 1000 * cpu / samples
 
 
 def _ours(source: ShardSource, args: argparse.Namespace, batch_size: int, seed: int) -> DataLoader:
@@ -112,23 +140,42 @@ def _raw(source: ShardSource, args: argparse.Namespace, batch_size: int, seed: i
     return DataLoader(dataset, batch_size=batch_size, num_workers=args.workers, persistent_workers=False)
 
 
+def _to_model_input(batch: object) -> object:
+    return batch.to("cpu")  # uint8 frames -> model input (on a GPU run: on the GPU)
+
+
+def _nothing(batch: object) -> object:
+    return batch
+
+
 def throughput(source: ShardSource, args: argparse.Namespace, batch_size: int) -> dict:
-    """Median samples/s of each side over interleaved repeats."""
+    """Median samples/s and CPU ms per sample of each side over interleaved repeats."""
     rates: dict[str, list[float]] = {"ours": [], "raw": []}
+    cpu: dict[str, list[float]] = {"ours": [], "raw": []}
     for repeat in range(args.repeats):
         order = ("ours", "raw") if repeat % 2 == 0 else ("raw", "ours")
         for side in order:
             build = _ours if side == "ours" else _raw
             loader = build(source, args, batch_size, seed=repeat)
-            rates[side].append(_rate(loader, batch_size, args.warmup, args.batches))
+            finish = _to_model_input if side == "ours" else _nothing
+            rate, cpu_ms = _rate(loader, batch_size, args.warmup, args.batches, finish)
+            rates[side].append(rate)
+            cpu[side].append(cpu_ms)
     ours, raw = statistics.median(rates["ours"]), statistics.median(rates["raw"])
+    ours_cpu, raw_cpu = statistics.median(cpu["ours"]), statistics.median(cpu["raw"])
+    per_repeat = [o / r for o, r in zip(rates["ours"], rates["raw"])]
     return {
         "batch_size": batch_size,
         "ours_samples_per_s": ours,
         "raw_samples_per_s": raw,
         "ratio": ours / raw,
-        "ratio_per_repeat": [o / r for o, r in zip(rates["ours"], rates["raw"])],
+        "ratio_per_repeat": per_repeat,
+        "median_ratio_per_repeat": statistics.median(per_repeat),
         "rates": rates,
+        "ours_cpu_ms_per_sample": ours_cpu,
+        "raw_cpu_ms_per_sample": raw_cpu,
+        "cpu_ratio": raw_cpu / ours_cpu,
+        "cpu_ms_per_sample": cpu,
     }
 
 
@@ -148,8 +195,11 @@ def profile(source: ShardSource, args: argparse.Namespace, rounds: int) -> dict[
     transform = ResizePadNormalize(args.image_size)
     decoded = [decode_sample(r, clip, mask_size=transform.mask_size) for r in raws]
     samples = [transform(d) for d in decoded]
+    for sample in samples:
+        sample.source = source.name
     batch = args.batch_size if source.modality == "image" else 1
     n = len(raws)
+    batches = [collate_samples(samples[i : i + batch]) for i in range(0, n - batch + 1, batch)]
 
     def validate() -> None:
         for raw in raws:
@@ -168,8 +218,14 @@ def profile(source: ShardSource, args: argparse.Namespace, rounds: int) -> dict[
         "tar reading (strict)": lambda: [s for url in source.urls for s in read_shard(url)],
         "json + schema + RLE run sums": validate,
         "decode_sample (all of the above but tar, + media + masks)": decode,
-        "resize / pad / normalise": lambda: [transform(d) for d in decoded],
-        "collate": collate,
+        "transform (masks resized and padded; pixels stay uint8)": lambda: [transform(d) for d in decoded],
+        "collate (one copy of the uint8 frames)": collate,
+        "batch crosses the worker queue (pickle both ways)": lambda: [
+            pickle.loads(ForkingPickler.dumps(b)) for b in batches
+        ],
+        "model input: resize / normalise / pad (batch.to, here on the CPU)": lambda: [
+            b.to("cpu") for b in batches
+        ],
     }
     out = {name: _best_ms(fn, n, rounds) for name, fn in stages.items()}
     out["media + masks (decode_sample - json/schema)"] = (
@@ -248,7 +304,8 @@ def main() -> None:
         spread = ", ".join(f"{x:.2f}" for x in r["ratio_per_repeat"])
         return (
             f"| {name} | {r['ours_samples_per_s']:.0f} | {r['raw_samples_per_s']:.0f} ({raw}) | "
-            f"**{r['ratio']:.2f}** | {spread} |"
+            f"**{r['ratio']:.2f}** | {spread} | {r['ours_cpu_ms_per_sample']:.2f} | "
+            f"{r['raw_cpu_ms_per_sample']:.2f} | **{r['cpu_ratio']:.2f}** |"
         )
 
     profile_rows = "\n".join(
@@ -262,14 +319,18 @@ Date {date}; machine: {report["machine"]}; torch {torch.__version__}, 1 thread p
 synthetic {args.image_size}x{args.image_size} PNG images and {sizes["num_train_videos"]} H.264 mp4 videos
 of {sizes["frames"]} frames, in tar shards. Both sides run as DataLoaders with {args.workers} workers over
 the same shards, in the same run: **ours** = `SegDataModule.train_dataloader()` (strict tar reading, json
-and schema validation, decoding, RLE masks, resize/pad/normalise, grouping, collation into a `SegBatch`),
-**raw** = `tarfile` + PIL `convert("RGB")` / decord `get_batch` of a random {args.clip}-frame clip, to uint8
+and schema validation, decoding, RLE masks resized and padded, grouping, collation into a `SegBatch` of
+uint8 frames) and then `batch.to("cpu")` in the main process (resize / normalise / pad into the model
+input: on the GPU in a GPU run, timed here on the CPU), **raw** = `tarfile` + PIL `convert("RGB")` / decord `get_batch` of a random {args.clip}-frame clip, to uint8
 tensors, default collate. Samples/s are medians of {args.repeats} repeats ({args.batches} batches each after
 {args.warmup} warm-up batches), the two sides alternating which goes first; ratio = ours / raw (target >= 0.8).
 Load average (1, 5, 15 min) before {load_before}, after {load_after}: other jobs shared the 2 cores.
+CPU ms = CPU time (user + system) of the main process and the workers per sample over the same timed
+batches (median over repeats): what other jobs on the machine change least; raw / ours CPU is the
+throughput ratio a machine with the loader alone on its cores would give.
 
-| media | ours (samples/s) | raw (samples/s) | ours / raw | per repeat |
-|---|---|---|---|---|
+| media | ours (samples/s) | raw (samples/s) | ours / raw | per repeat | ours CPU ms | raw CPU ms | raw / ours CPU |
+|---|---|---|---|---|---|---|---|
 {row(f"image, batch {img['batch_size']}", img, "PIL")}
 {row(f"{args.clip}-frame clip, batch 1", vid, "decord")}
 

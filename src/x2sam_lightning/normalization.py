@@ -66,7 +66,7 @@ def frames_to_model_input(
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
     scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(frames.device)
     shift = (-torch.tensor(IMAGENET_MEAN, dtype=torch.float32) / std).view(1, 3, 1, 1).to(frames.device)
-    out = torch.zeros((b, t, 3, side, side), dtype=torch.float32, device=frames.device)
+    out = torch.empty((b, t, 3, side, side), dtype=torch.float32, device=frames.device)
     groups: dict[tuple[int, int, int, int, bool], list[int]] = {}
     for i, ((h, w), (h0, w0)) in enumerate(zip(content_sizes, source_sizes)):
         if not (0 < h <= side and 0 < w <= side and 0 < h0 <= frames.shape[3] and 0 < w0 <= frames.shape[4]):
@@ -99,6 +99,8 @@ def frames_to_model_input(
         area.copy_(source).mul_(scale).add_(shift)  # uint8 -> float32 in the copy when not resized
         if not run:
             out[index, :, :, :h, :w] = area
+        out[index, :, :, h:, :] = 0  # the padding only (none for a square source)
+        out[index, :, :, :h, w:] = 0
     return out
 
 
