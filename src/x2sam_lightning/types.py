@@ -66,7 +66,8 @@ def _move(value: Any, device: torch.device | str) -> Any:
         return value.to(device, non_blocking=True)
     if isinstance(value, (TrackTargets, Conversation)):
         return value.to(device)
-    if isinstance(value, list):
+    # Lists are homogeneous: per-sample records or tensors are moved, metadata lists are left alone.
+    if isinstance(value, list) and value and isinstance(value[0], (Tensor, TrackTargets, Conversation, list)):
         return [_move(v, device) for v in value]
     return value
 
