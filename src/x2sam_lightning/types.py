@@ -162,10 +162,9 @@ class SegSample:
 
     Attributes:
         pixel_values: ``[T, 3, h0, w0]`` uint8, the frames at the source resolution, as the data
-            pipeline makes them (``input_size`` set); or a
-            sample built by hand with model input, ``[T, 3, H, W]`` float32 (``input_size`` None).
-            Resizing to ``image_size``, normalising and padding happen on the device
-            (:meth:`SegBatch.to`).
+            pipeline makes them (``input_size`` set; resizing, normalising and padding happen on the
+            device, :meth:`SegBatch.to`); or, in a sample built by hand, model input ``[T, 3, H, W]``
+            float32 (``input_size`` None).
         targets: the object tracks of this sample (masks already at the model input size).
         image_size: ``(h, w)`` of the un-padded content inside ``H x W``.
         original_size: ``(height, width)`` of the source media.
@@ -207,9 +206,8 @@ class SegBatch:
     ``SegDataModule.transfer_batch_to_device``, Lightning's default transfer and the ``Predictor`` call)
     turns them into the **model input** on the target device, exactly once: resized to ``image_sizes``
     (bilinear, antialiased, float32), mirrored where ``hflip``, ImageNet-normalised, zero-padded to
-    ``S x S`` (see
-    :func:`~x2sam_lightning.normalization.frames_to_model_input`), ``input_size`` None. Models take model
-    input only (they refuse uint8 pixels).
+    ``S x S`` (:func:`~x2sam_lightning.normalization.frames_to_model_input`), ``input_size`` None. Models
+    take model input only (they refuse uint8 pixels). A batch built by hand may hold model input at once.
 
     Attributes:
         pixel_values: model input ``[B, T, 3, S, S]`` float32 (``input_size`` None), or frames (above).

@@ -6,7 +6,7 @@ normalisation) to ``image_size x image_size``. Masks use nearest-neighbour resiz
 
 The work is split where it is cheapest: masks are resized and padded here, in the DataLoader worker
 (they are decoded at the input size anyway); pixels stay uint8 at the source resolution (a view of the
-decoded frames, flipped when the sample is flipped) and become the model input on the device, when the
+decoded frames; ``SegSample.hflip`` records a flip) and become the model input on the device, when the
 batch is moved there (:meth:`~x2sam_lightning.types.SegBatch.to`): a quarter of float32's bytes through
 the worker queue and the host-to-device copy, and the resize runs on the accelerator.
 
