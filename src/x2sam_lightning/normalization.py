@@ -36,8 +36,8 @@ def frames_to_model_input(
     float32 operations are the ones the DataLoader workers used to run, in the same order.
 
     Args:
-        frames: ``[B, T, 3, H0, W0]`` uint8, each sample's frames in its top-left ``h0 x w0`` (the batch is
-            padded to its largest source size).
+        frames: ``[B, T, H0, W0, 3]`` uint8 (channels last, as decoded), each sample's frames in its
+            top-left ``h0 x w0`` (the batch is padded to its largest source size).
         content_sizes: per sample ``(h, w)``, the resized content (longest side = ``side``).
         source_sizes: per sample ``(h0, w0)``.
         side: the model input side ``S``.
@@ -50,9 +50,9 @@ def frames_to_model_input(
         TypeError: for frames that are not uint8 (already model input: normalising twice is refused).
         ValueError: for sizes that do not fit the frames or the canvas.
     """
-    if frames.dtype != torch.uint8 or frames.dim() != 5 or frames.shape[2] != 3:
+    if frames.dtype != torch.uint8 or frames.dim() != 5 or frames.shape[4] != 3:
         raise TypeError(
-            f"frames_to_model_input takes uint8 frames [B, T, 3, H0, W0], got {frames.dtype} "
+            f"frames_to_model_input takes uint8 frames [B, T, H0, W0, 3], got {frames.dtype} "
             f"{list(frames.shape)} (pixels that are already model input are never normalised twice)"
         )
     b, t = frames.shape[:2]
@@ -69,25 +69,25 @@ def frames_to_model_input(
     out = torch.empty((b, t, 3, side, side), dtype=torch.float32, device=frames.device)
     groups: dict[tuple[int, int, int, int, bool], list[int]] = {}
     for i, ((h, w), (h0, w0)) in enumerate(zip(content_sizes, source_sizes)):
-        if not (0 < h <= side and 0 < w <= side and 0 < h0 <= frames.shape[3] and 0 < w0 <= frames.shape[4]):
+        if not (0 < h <= side and 0 < w <= side and 0 < h0 <= frames.shape[2] and 0 < w0 <= frames.shape[3]):
             raise ValueError(
                 f"sample {i}: content {h}x{w} / source {h0}x{w0} do not fit the canvas {side} or the frames "
-                f"{list(frames.shape[-2:])}"
+                f"{list(frames.shape[2:4])}"
             )
         groups.setdefault((int(h), int(w), int(h0), int(w0), flips[i]), []).append(i)
     for (h, w, h0, w0, flip), members in groups.items():
         n = len(members)
         run = members == list(range(members[0], members[0] + n))
         index = slice(members[0], members[0] + n) if run else torch.tensor(members, device=frames.device)
-        source = frames[index, :, :, :h0, :w0]  # [n, T, 3, h0, w0]
+        source = frames[index, :, :h0, :w0].permute(0, 1, 4, 2, 3)  # [n, T, 3, h0, w0], a view
         if (h, w) != (h0, w0):
-            source = F.interpolate(
-                source.reshape(n * t, 3, h0, w0).float(),
+            source = F.interpolate(  # channels-last float32, as the workers used to resize
+                source.flatten(0, 1).float(),
                 size=(h, w),
                 mode="bilinear",
                 align_corners=False,
                 antialias=True,
-            ).view(n, t, 3, h, w)
+            ).reshape(n, t, 3, h, w)
         if flip:
             source = source.flip(-1)
         # A run of samples is written in place; scattered ones (mixed sizes) through a buffer.
@@ -96,7 +96,7 @@ def frames_to_model_input(
             if run
             else torch.empty((n, t, 3, h, w), dtype=torch.float32, device=frames.device)
         )
-        area.copy_(source).mul_(scale).add_(shift)  # uint8 -> float32 in the copy when not resized
+        area.copy_(source).mul_(scale).add_(shift)  # uint8 -> float32 and HWC -> CHW in the copy
         if not run:
             out[index, :, :, :h, :w] = area
         out[index, :, :, h:, :] = 0  # the padding only (none for a square source)

@@ -161,7 +161,7 @@ class SegSample:
     """One decoded training example (before collation).
 
     Attributes:
-        pixel_values: ``[T, 3, h0, w0]`` uint8, the frames at the source resolution, as the data
+        pixel_values: ``[T, h0, w0, 3]`` uint8, the frames at the source resolution, as the data
             pipeline makes them (``input_size`` set; resizing, normalising and padding happen on the
             device, :meth:`SegBatch.to`); or, in a sample built by hand, model input ``[T, 3, H, W]``
             float32 (``input_size`` None).
@@ -200,7 +200,7 @@ class SegBatch:
     """A collated batch: always one source and one clip length (so ``T`` is shared).
 
     The pixels exist in two states. The data pipeline ships **frames**: ``pixel_values`` uint8
-    ``[B, T, 3, H0, W0]``, each sample's source frames in its top-left ``original_sizes[b]`` corner (the
+    ``[B, T, H0, W0, 3]`` (channels last, as decoded), each sample's source frames in its top-left ``original_sizes[b]`` corner (the
     batch padded to its largest source size), with ``input_size = S``: 1 byte a pixel through the
     DataLoader's worker queue and the host-to-device copy instead of float32's 4. :meth:`to` (what
     ``SegDataModule.transfer_batch_to_device``, Lightning's default transfer and the ``Predictor`` call)

@@ -41,7 +41,7 @@ def test_prepare_data_generates_then_loaders_yield_segbatches(tmp_path, tiny_kwa
     # uint8 source frames (128 px) until the batch reaches its device, model input (64 px) there.
     assert isinstance(batch, SegBatch) and batch.pixel_values.dtype == torch.uint8 and batch.input_size == 64
     moved = batch.to("cpu")
-    assert moved.pixel_values.shape == (*batch.pixel_values.shape[:3], 64, 64) and moved.input_size is None
+    assert moved.pixel_values.shape == (*batch.pixel_values.shape[:2], 3, 64, 64) and moved.input_size is None
     assert moved.pixel_values.dtype == torch.float32
     assert dm.val_source_names == ["img_val", "vid_val"]
 

@@ -81,7 +81,7 @@ def test_resize_pad_normalise_equals_the_plain_formula(shape, flip):
     size = 32
     transform = ResizePadNormalize(size, hflip_prob=1.0 if flip else 0.0)
     out = transform(clip, np.random.default_rng(0))
-    assert out.pixel_values.dtype == torch.uint8 and out.pixel_values.shape == (t, 3, h0, w0)
+    assert out.pixel_values.dtype == torch.uint8 and out.pixel_values.shape == (t, h0, w0, 3)
     out.source = "s"
     pixels = collate_samples([out]).to("cpu").pixel_values[0]  # the model input, made on the device
     h, w = resized_shape(h0, w0, size)

@@ -75,7 +75,7 @@ def test_model_input_equals_the_previous_in_worker_path(tiny_root, dataset, size
     ]
     frames, moved = _model_input(clips, transform)
     assert frames.pixel_values.dtype == torch.uint8 and frames.input_size == size
-    assert frames.pixel_values.shape[-2:] == clips[0].frames.shape[1:3]  # source resolution
+    assert frames.pixel_values.shape[2:] == clips[0].frames.shape[1:]  # source resolution, channels last
     expected = torch.stack([_previous_pixels(c.frames, size, flip) for c in clips])
     assert moved.pixel_values.dtype == torch.float32 and moved.input_size is None
     torch.testing.assert_close(moved.pixel_values, expected, rtol=0, atol=1e-6)
@@ -86,7 +86,7 @@ def test_a_batch_of_different_source_sizes_is_padded_then_each_sample_resized_al
     shapes = [(2, 40, 64), (2, 64, 40), (2, 32, 32), (2, 40, 64)]  # the first and last resize together
     clips = [_clip(rng.integers(0, 256, (*s, 3), dtype=np.uint8), f"k{i}") for i, s in enumerate(shapes)]
     frames, moved = _model_input(clips, ResizePadNormalize(48))
-    assert frames.pixel_values.shape == (4, 2, 3, 64, 64)  # padded to the largest source size
+    assert frames.pixel_values.shape == (4, 2, 64, 64, 3)  # padded to the largest source size
     assert frames.original_sizes.tolist() == [[40, 64], [64, 40], [32, 32], [40, 64]]
     expected = torch.stack([_previous_pixels(c.frames, 48, False) for c in clips])
     torch.testing.assert_close(moved.pixel_values, expected, rtol=0, atol=1e-6)
@@ -175,3 +175,22 @@ def test_every_verb_feeds_the_model_normalised_pixels_at_the_input_size(tiny_roo
     assert set(model.seen) == {"train", "validate", "test", "predict"}
     for stage, seen in model.seen.items():
         assert seen and all(s == (torch.float32, (48, 48), None) for s in seen), (stage, seen)
+
+
+@pytest.mark.parametrize("keep_original", [False, True])
+def test_masks_are_at_the_model_input_size_for_square_and_empty_samples(keep_original):
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    empty = ResizePadNormalize(32, keep_original=keep_original)(_clip(frames, "none"))
+    assert empty.targets.masks.shape == (0, 2, 32, 32)  # the canvas, not the source size
+    clip = _clip(frames, "one")
+    clip.masks = np.zeros((1, 2, 32, 32), dtype=bool)  # decoded at the input size (mask_size)
+    clip.masks[0, :, 3:9, 0:5] = True
+    (clip.valid, clip.labels, clip.object_ids, clip.iscrowd) = (
+        np.ones((1, 2), dtype=bool),
+        np.zeros(1, dtype=np.int64),
+        np.arange(1),
+        np.zeros(1, dtype=bool),
+    )
+    flipped = ResizePadNormalize(32, hflip_prob=1.0)(clip, np.random.default_rng(0))
+    assert flipped.hflip and torch.equal(flipped.targets.masks, torch.from_numpy(clip.masks).flip(-1))

@@ -76,7 +76,7 @@ def test_transform_resizes_pads_and_normalises():
     masks[0, :, 10:20, 40:80] = True
     clip = _clip(frames, masks)
     out = ResizePadNormalize(image_size=64)(clip)
-    assert out.pixel_values.shape == (2, 3, 40, 80) and out.image_size == (32, 64)  # source frames
+    assert out.pixel_values.shape == (2, 40, 80, 3) and out.image_size == (32, 64)  # source frames
     assert out.original_size == (40, 80) and out.input_size == 64
     out.source = "s"
     pixels = collate_samples([out]).to("cpu").pixel_values[0]  # resized, normalised, padded there

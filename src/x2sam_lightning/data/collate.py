@@ -10,17 +10,18 @@ from x2sam_lightning.types import SegBatch, SegSample
 
 
 def _stack_frames(samples: Sequence[SegSample]) -> torch.Tensor:
-    """``[B, T, 3, H0, W0]`` uint8: each sample's source frames in the top-left corner of the batch's
+    """``[B, T, H0, W0, 3]`` uint8: each sample's source frames in the top-left corner of the batch's
     largest source size (zeros elsewhere; the device-side resize reads only each sample's own area)."""
     t = samples[0].pixel_values.shape[0]
-    height = max(s.pixel_values.shape[2] for s in samples)
-    width = max(s.pixel_values.shape[3] for s in samples)
-    # Zeros only where some sample is smaller than the largest (the usual batch needs none).
-    same = all(tuple(s.pixel_values.shape[2:]) == (height, width) for s in samples)
-    frames = (torch.empty if same else torch.zeros)((len(samples), t, 3, height, width), dtype=torch.uint8)
+    height = max(s.pixel_values.shape[1] for s in samples)
+    width = max(s.pixel_values.shape[2] for s in samples)
+    same = all(tuple(s.pixel_values.shape[1:3]) == (height, width) for s in samples)
+    if same:  # the usual batch: one plain copy
+        return torch.stack([s.pixel_values for s in samples])
+    frames = torch.zeros((len(samples), t, height, width, 3), dtype=torch.uint8)
     for out, sample in zip(frames, samples):
-        h0, w0 = sample.pixel_values.shape[2:]
-        out[:, :, :h0, :w0] = sample.pixel_values  # HWC -> CHW in this one copy
+        h0, w0 = sample.pixel_values.shape[1:3]
+        out[:, :h0, :w0] = sample.pixel_values
     return frames
 
 
@@ -28,11 +29,11 @@ def collate_samples(samples: Sequence[SegSample]) -> SegBatch:
     """Stack samples that share their source and frame count ``T`` into a batch.
 
     Args:
-        samples: ``B`` samples with ``pixel_values [T, 3, h0, w0]`` uint8 frames (what the transform
+        samples: ``B`` samples with ``pixel_values [T, h0, w0, 3]`` uint8 frames (what the transform
             makes; source sizes may differ) or, built by hand, model input ``[T, 3, H, W]`` float32.
 
     Returns:
-        A SegBatch with ``pixel_values [B, T, 3, H0, W0]`` uint8 frames (padded to the largest source
+        A SegBatch with ``pixel_values [B, T, H0, W0, 3]`` uint8 frames (padded to the largest source
         size; ``input_size`` set) or ``[B, T, 3, H, W]`` model input.
 
     Raises:
@@ -55,7 +56,7 @@ def collate_samples(samples: Sequence[SegSample]) -> SegBatch:
             f"{s.key}: {list(s.pixel_values.shape)} {s.pixel_values.dtype} input size {s.input_size}"
             for s in samples
         )
-        raise ValueError(f"a batch must share T and the model input size ([T, 3, H, W]); got {detail}")
+        raise ValueError(f"a batch must share T and the model input size; got {detail}")
     (input_size,) = input_sizes
     if input_size is not None and any(s.pixel_values.dtype != torch.uint8 for s in samples):
         raise ValueError(f"samples with an input_size carry uint8 frames: {[s.key for s in samples]}")

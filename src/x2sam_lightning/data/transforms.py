@@ -69,26 +69,32 @@ class ResizePadNormalize:
         """Args: clip with ``frames [T, h0, w0, 3]`` uint8 and ``masks [N, T, h0, w0]``.
 
         Returns:
-            A SegSample with ``pixel_values [T, 3, h0, w0]`` uint8 (source frames, ``input_size = S``) and
+            A SegSample with ``pixel_values [T, h0, w0, 3]`` uint8 (source frames, ``input_size = S``) and
             ``targets.masks [N, T, S, S]``.
         """
         size = self.image_size
         t, h0, w0, _ = clip.frames.shape
         h, w = resized_shape(h0, w0, size)
         flip = self.hflip_prob > 0 and rng is not None and rng.random() < self.hflip_prob
-        # [T, 3, h0, w0]: a view of the decoded frames; collation makes the one copy. A flip is applied
-        # on the device after the resize (``hflip``), as ever: flipping before it differs by float rounding.
-        pixels = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2)
+        # The decoded frames themselves, [T, h0, w0, 3] (channels last: no copy here, one plain copy in
+        # collation). A flip is applied on the device after the resize (``hflip``), as ever: flipping
+        # before it would differ by float rounding.
+        pixels = torch.from_numpy(np.ascontiguousarray(clip.frames))
         masks = torch.from_numpy(clip.masks)
         n = masks.shape[0]
         # Masks may come decoded at the input size already (``mask_size``: resized as they are decoded).
-        if n and tuple(masks.shape[-2:]) != (h, w):
-            flat = masks.reshape(n * t, 1, h0, w0).to(torch.uint8)
-            masks = F.interpolate(flat, size=(h, w), mode="nearest-exact").reshape(n, t, h, w).bool()
-        padded = torch.zeros((n, t, size, size), dtype=torch.bool)
-        if n:
+        if tuple(masks.shape[-2:]) != (h, w):
+            if n:
+                flat = masks.reshape(n * t, 1, h0, w0).to(torch.uint8)
+                masks = F.interpolate(flat, size=(h, w), mode="nearest-exact").reshape(n, t, h, w).bool()
+            else:
+                masks = torch.zeros((0, t, h, w), dtype=torch.bool)
+        if (h, w) != (size, size):
+            padded = torch.zeros((n, t, size, size), dtype=torch.bool)
             padded[..., :h, :w] = masks.flip(-1) if flip else masks
-        masks = padded
+            masks = padded
+        elif flip:
+            masks = masks.flip(-1)  # a square source needs no padding (nor a copy)
 
         meta: dict[str, Any] = {k: v for k, v in clip.sample.items() if k not in _CONSUMED_KEYS}
         meta["frame_indices"] = clip.frame_indices
