@@ -148,3 +148,64 @@ def test_batches_from_two_workers_equal_batches_made_in_process(tiny_root):
     for back in crossed:
         assert torch.equal(back.pixel_values, batch.pixel_values) and back.keys == batch.keys
         assert all(torch.equal(a.masks, b.masks) for a, b in zip(back.targets, batch.targets))
+
+
+def test_a_batch_packs_its_small_tensors_into_one_buffer_and_back_exactly():
+    from x2sam_lightning.types import Conversation, TrackTargets
+
+    g = torch.Generator().manual_seed(0)
+
+    def targets(n: int, original: bool) -> TrackTargets:
+        return TrackTargets(
+            masks=torch.rand(n, 2, 5, 7, generator=g) > 0.5,
+            labels=torch.arange(n),
+            valid=torch.ones(n, 2, dtype=torch.bool),
+            object_ids=torch.arange(n, dtype=torch.int64) * 7,
+            iscrowd=torch.zeros(n, dtype=torch.bool),
+            original_masks=(torch.rand(n, 2, 9, 3, generator=g) > 0.5) if original else None,
+        )
+
+    batch = SegBatch(
+        pixel_values=torch.randint(0, 256, (3, 2, 5, 7, 3), dtype=torch.uint8, generator=g),
+        targets=[targets(2, True), targets(0, True), targets(1, False)],  # an empty track set too
+        image_sizes=torch.tensor([[5, 7]] * 3),
+        original_sizes=torch.tensor([[5, 7]] * 3),
+        keys=["a", "b", "c"],
+        tasks=["vid_genseg"] * 3,
+        source="s",
+        conversations=[
+            Conversation(
+                [{"role": "user", "content": "x"}], regions=torch.ones(1, 2, 5, 7, dtype=torch.bool)
+            ),
+            Conversation([{"role": "user", "content": "y"}]),
+            Conversation(
+                [{"role": "user", "content": "z"}], regions=torch.zeros(0, 2, 5, 7, dtype=torch.bool)
+            ),
+        ],
+        input_size=8,
+        hflip=[True, False, True],
+    )
+    batch.image_sizes = batch.image_sizes.to(torch.int32)  # an odd size among the dtypes
+    back = pickle.loads(ForkingPickler.dumps(batch))
+    pairs = [(back.pixel_values, batch.pixel_values), (back.image_sizes, batch.image_sizes)]
+    for a, b in zip(back.targets, batch.targets):
+        pairs += [
+            (getattr(a, n), getattr(b, n)) for n in ("masks", "labels", "valid", "object_ids", "iscrowd")
+        ]
+        assert (a.original_masks is None) == (b.original_masks is None)
+        if a.original_masks is not None:
+            pairs.append((a.original_masks, b.original_masks))
+    pairs += [
+        (a.regions, b.regions)
+        for a, b in zip(back.conversations, batch.conversations)
+        if b.regions is not None
+    ]
+    assert back.conversations[1].regions is None and back.hflip == batch.hflip and back.input_size == 8
+    for x, y in pairs:
+        assert type(x) is torch.Tensor and x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+    # Views of one buffer, each aligned for its dtype; they are independent of the pickled batch.
+    assert (
+        back.targets[0].labels.untyped_storage().data_ptr() == back.pixel_values.untyped_storage().data_ptr()
+    )
+    assert back.targets[0].labels.data_ptr() % 8 == 0
+    torch.testing.assert_close(back.to("cpu").pixel_values, batch.to("cpu").pixel_values, rtol=0, atol=0)
