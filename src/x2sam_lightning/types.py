@@ -7,7 +7,6 @@ a *track* with one mask per frame. Shapes use ``B`` batch, ``T`` frames, ``N`` o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -19,15 +18,10 @@ from x2sam_lightning.normalization import frames_to_model_input
 #: Tensors up to this size are pickled as bytes inside the message (see :func:`_reduce_inline`).
 INLINE_PICKLE_BYTES = 1 << 20
 _INLINE_DTYPES = frozenset({torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.float32})
-#: A record's packed buffer of small tensors up to this size is pickled inline too (copying a few MB
-#: through the worker's pipe is cheaper than a shared-memory file); a larger one goes to shared memory.
-PACKED_INLINE_BYTES = 8 << 20
-#: Byte alignment of each tensor in a packed buffer (so every dtype can be viewed in place).
-_ALIGN = 8
 
 
 class _Inline:
-    """A CPU byte buffer carried as a numpy array (whose bytes pickle inline)."""
+    """A small CPU tensor carried as a numpy array (whose bytes pickle inline)."""
 
     __slots__ = ("array",)
 
@@ -38,93 +32,33 @@ class _Inline:
         return (_Inline, (self.array,))
 
 
-class _Slot:
-    """Where one small tensor lies in its record's packed buffer."""
-
-    __slots__ = ("offset", "dtype", "shape")
-
-    def __init__(self, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
-        self.offset, self.dtype, self.shape = offset, dtype, shape
-
-    def __reduce__(self):
-        return (_Slot, (self.offset, self.dtype, self.shape))
-
-
-class _Record:
-    """A record (TrackTargets, Conversation, SegBatch) with its small tensors replaced by slots."""
-
-    __slots__ = ("cls", "values")
-
-    def __init__(self, cls: type, values: dict[str, Any]) -> None:
-        self.cls, self.values = cls, values
-
-    def __reduce__(self):
-        return (_Record, (self.cls, self.values))
-
-
-def _inlinable(value: Tensor) -> bool:
-    return (
-        type(value) is Tensor
+def _pack(value: Any) -> Any:
+    if (
+        isinstance(value, Tensor)
+        and type(value) is Tensor
         and value.device.type == "cpu"
         and not value.requires_grad
         and value.dtype in _INLINE_DTYPES
         and value.numel() * value.element_size() <= INLINE_PICKLE_BYTES
-    )
-
-
-def _collect(value: Any, chunks: list[tuple[int, Tensor]], size: list[int]) -> Any:
-    """``value`` with every small tensor (in nested records and lists of them) replaced by a slot."""
-    if isinstance(value, Tensor):
-        if not _inlinable(value):
-            return value  # large: through shared memory, as the DataLoader does
-        data = value.contiguous().reshape(-1).view(torch.uint8)
-        slot = _Slot(size[0], value.dtype, tuple(value.shape))
-        chunks.append((size[0], data))
-        size[0] += -(-data.numel() // _ALIGN) * _ALIGN
-        return slot
-    if isinstance(value, (TrackTargets, Conversation, SegBatch)):
-        return _Record(
-            type(value), {f.name: _collect(getattr(value, f.name), chunks, size) for f in fields(value)}
-        )
-    if isinstance(value, list) and value and isinstance(value[0], (Tensor, TrackTargets, Conversation)):
-        return [_collect(v, chunks, size) for v in value]
+    ):
+        return _Inline(value.numpy())
     return value
 
 
-def _restore(value: Any, buffer: Tensor) -> Any:
-    if isinstance(value, _Slot):
-        flat = buffer[value.offset : value.offset + math.prod(value.shape) * value.dtype.itemsize]
-        return flat.view(value.dtype).view(value.shape)
-    if isinstance(value, _Record):
-        return value.cls(**{k: _restore(v, buffer) for k, v in value.values.items()})
-    if isinstance(value, list):
-        return [_restore(v, buffer) for v in value]
-    return value
+def _rebuild_inline(cls: type, values: dict[str, Any]) -> Any:
+    return cls(**{k: torch.from_numpy(v.array) if isinstance(v, _Inline) else v for k, v in values.items()})
 
 
-def _rebuild_packed(record: _Record, buffer: _Inline | Tensor) -> Any:
-    data = torch.from_numpy(buffer.array) if isinstance(buffer, _Inline) else buffer
-    return _restore(record, data)
-
-
-def _reduce_inline(self: Any) -> tuple[Any, tuple[_Record, _Inline | Tensor]]:
-    """Pickle a record with all its small tensors packed into one byte buffer in the message.
+def _reduce_inline(self: Any) -> tuple[Any, tuple[type, dict[str, Any]]]:
+    """Pickle a record with its small tensors as bytes in the message, not in shared memory.
 
     A DataLoader worker hands every tensor of a batch to the main process through a shared-memory file
     of its own, which costs about half a millisecond per tensor whatever its size; a batch holds five
     small target tensors per sample, so a batch of 8 images took ~35 ms to cross, more than decoding it.
-    Pickled one by one inline, each still costs tens of microseconds both ways; packed, the batch's
-    small tensors (targets, sizes, regions, frames up to 1 MB) cross as one buffer, copied once each
-    way, and come back as views of it. Larger tensors still go through shared memory, and so does a
-    buffer over ``PACKED_INLINE_BYTES``.
+    Inlined (a copy of a few KB), it takes ~1 ms; large tensors (pixels, big mask stacks) still go
+    through shared memory.
     """
-    chunks: list[tuple[int, Tensor]] = []
-    size = [0]
-    record = _collect(self, chunks, size)
-    buffer = torch.empty(size[0], dtype=torch.uint8)
-    for offset, data in chunks:
-        buffer[offset : offset + data.numel()] = data
-    return (_rebuild_packed, (record, _Inline(buffer.numpy()) if size[0] <= PACKED_INLINE_BYTES else buffer))
+    return (_rebuild_inline, (type(self), {f.name: _pack(getattr(self, f.name)) for f in fields(self)}))
 
 
 def _move(value: Any, device: torch.device | str) -> Any:
