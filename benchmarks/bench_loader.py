@@ -1,18 +1,21 @@
 """Loader throughput: our training loader against raw decoding of the same shards, both with DataLoader
 workers, in the same run; plus where our per-sample time goes.
 
-Throughput (samples/s, ``--workers`` DataLoader workers on both sides, default 2):
+Throughput (samples/s, ``--workers`` DataLoader workers on every side, default 2):
 - ours: ``SegDataModule.train_dataloader()`` over one source (strict tar reading, json validation, media
-  decoding, RLE masks, resize/pad/normalise, temporal grouping, collation into a ``SegBatch``): image batches
-  of ``--batch-size``, video batches of one ``--clip``-frame clip.
+  decoding, RLE masks resized and padded, temporal grouping, collation into a ``SegBatch`` of uint8 frames).
+  The model input (resize, normalise, pad) is made where the batch is moved: on the GPU in a GPU run.
+- ours + model input on CPU: the same with ``batch.to("cpu")`` in the main process, in the timed loop (what
+  a CPU-only run pays), so no work leaves the measurement.
 - raw: the same tar shards read with ``tarfile``, each image decoded with PIL (``convert("RGB")``) and each
   video clip (``--clip`` consecutive frames at a random start) with ``decord``, to uint8 tensors, batched by
   the DataLoader's default collate. Nothing else: the lower bound of any loader of these shards.
-Each repeat times both sides, alternating which goes first (other jobs share the machine), after
-``--warmup`` batches (worker start-up excluded); the medians over ``--repeats`` are reported, and the ratio
-``ours / raw`` of throughputs (1.0 = raw decode speed; the target is >= 0.8).
+Each repeat times every side, the order rotating (other jobs share the machine), after ``--warmup``
+batches (worker start-up excluded); the medians over ``--repeats`` are reported with the ratio to raw
+(1.0 = raw decode speed; the target is >= 0.8), and the CPU time (user + system) of the main process and
+the workers per sample, which other jobs disturb far less than wall time.
 
-Profile (one process, no workers): the time of each stage of our pipeline per sample, over the same data.
+Profile (one process, no workers): the CPU time of each stage of raw decoding and of our pipeline.
 
 Run: ``python benchmarks/bench_loader.py --quick`` (writes benchmarks/results/loader.{json,md}).
 """
@@ -23,6 +26,7 @@ import argparse
 import io
 import json
 import os
+import pickle
 import platform
 import statistics
 import subprocess
@@ -30,7 +34,9 @@ import sys
 import tarfile
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import numpy as np
@@ -75,21 +81,44 @@ class RawDecode(IterableDataset):
             return torch.from_numpy(frames)
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as image:
+        # PIL's array is read-only (torch warns); raw decoding does not copy it.
+        with Image.open(io.BytesIO(data)) as image, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(np.asarray(image.convert("RGB")))[None]
 
 
-def _rate(loader: DataLoader, batch_samples: int, warmup: int, batches: int) -> float:
-    """Samples per second over ``batches`` batches after ``warmup`` (worker start-up excluded)."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of this process and of the DataLoader worker processes ``pids``."""
+    total = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
+def _rate(
+    loader: DataLoader, batch_samples: int, warmup: int, batches: int, finish: Callable[[object], object]
+) -> tuple[float, float]:
+    """Samples per second and CPU ms per sample (all processes) over ``batches`` batches after ``warmup``
+    (worker start-up excluded)."""
     iterator = iter(loader)
     for _ in range(warmup):
-        next(iterator)
-    start = time.perf_counter()
+        finish(next(iterator))
+    # The worker processes: of the iterator, or of the loader's persistent one (ours wraps it).
+    workers = getattr(iterator, "_workers", None) or getattr(
+        getattr(loader, "_iterator", None), "_workers", []
+    )
+    pids = [worker.pid for worker in workers]
+    if len(pids) != loader.num_workers:
+        raise RuntimeError(f"found {len(pids)} of the {loader.num_workers} worker processes to time")
+    start, cpu = time.perf_counter(), _cpu_seconds(pids)
     for _ in range(batches):
-        next(iterator)
-    seconds = time.perf_counter() - start
+        finish(next(iterator))
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds(pids) - cpu
     del iterator  # stops the workers
-    return batches * batch_samples / seconds
+    samples = batches * batch_samples
+    return samples / seconds, 1000 * cpu / samples
 
 
 def _ours(source: ShardSource, args: argparse.Namespace, batch_size: int, seed: int) -> DataLoader:
@@ -112,68 +141,119 @@ def _raw(source: ShardSource, args: argparse.Namespace, batch_size: int, seed: i
     return DataLoader(dataset, batch_size=batch_size, num_workers=args.workers, persistent_workers=False)
 
 
+def _to_model_input(batch: object) -> object:
+    return batch.to("cpu")  # uint8 frames -> model input (on a GPU run: on the GPU)
+
+
+def _nothing(batch: object) -> object:
+    return batch
+
+
+#: The sides timed in each repeat: our loader (the model input made on the device, as in a GPU run), our
+#: loader with the model input made on this CPU in the loop (a CPU-only run), and raw decoding.
+SIDES = ("ours", "ours + model input on CPU", "raw")
+
+
 def throughput(source: ShardSource, args: argparse.Namespace, batch_size: int) -> dict:
-    """Median samples/s of each side over interleaved repeats."""
-    rates: dict[str, list[float]] = {"ours": [], "raw": []}
+    """Median samples/s and CPU ms per sample of each side over interleaved repeats (the order of the
+    sides rotates from repeat to repeat)."""
+    rates: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     for repeat in range(args.repeats):
-        order = ("ours", "raw") if repeat % 2 == 0 else ("raw", "ours")
-        for side in order:
-            build = _ours if side == "ours" else _raw
+        shift = repeat % len(SIDES)
+        for side in SIDES[shift:] + SIDES[:shift]:
+            build = _raw if side == "raw" else _ours
             loader = build(source, args, batch_size, seed=repeat)
-            rates[side].append(_rate(loader, batch_size, args.warmup, args.batches))
-    ours, raw = statistics.median(rates["ours"]), statistics.median(rates["raw"])
-    return {
-        "batch_size": batch_size,
-        "ours_samples_per_s": ours,
-        "raw_samples_per_s": raw,
-        "ratio": ours / raw,
-        "ratio_per_repeat": [o / r for o, r in zip(rates["ours"], rates["raw"])],
-        "rates": rates,
-    }
+            finish = _to_model_input if side == "ours + model input on CPU" else _nothing
+            rate, cpu_ms = _rate(loader, batch_size, args.warmup, args.batches, finish)
+            rates[side].append(rate)
+            cpu[side].append(cpu_ms)
+    out: dict = {"batch_size": batch_size, "rates": rates, "cpu_ms_per_sample": cpu}
+    raw, raw_cpu = statistics.median(rates["raw"]), statistics.median(cpu["raw"])
+    for side in SIDES:
+        rate, cpu_ms = statistics.median(rates[side]), statistics.median(cpu[side])
+        out[side] = {
+            "samples_per_s": rate,
+            "ratio": rate / raw,
+            "ratio_per_repeat": [o / r for o, r in zip(rates[side], rates["raw"])],
+            "cpu_ms_per_sample": cpu_ms,
+            "cpu_ratio": raw_cpu / cpu_ms,
+        }
+    return out
 
 
-def _best_ms(fn: Callable[[], object], count: int, rounds: int) -> float:
+def _cpu_ms(fn: Callable[[], object], count: int, rounds: int) -> float:
+    """CPU ms per item of ``fn`` (this process), the least of ``rounds`` runs."""
     times = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return 1000 * min(times) / count
 
 
 def profile(source: ShardSource, args: argparse.Namespace, rounds: int) -> dict[str, float]:
-    """ms per sample of each stage of our pipeline (one process; best of ``rounds``)."""
+    """CPU ms per sample of each stage of raw decoding and of our pipeline (one process, least of
+    ``rounds``; random clip starts from the same seed on both sides)."""
     raws = [s for url in source.urls for s in read_shard(url)]
-    clip = ClipSampler(args.clip, mode="first")
+    clip = ClipSampler(args.clip, mode="random")
     transform = ResizePadNormalize(args.image_size)
     decoded = [decode_sample(r, clip, mask_size=transform.mask_size) for r in raws]
     samples = [transform(d) for d in decoded]
+    for sample in samples:
+        sample.source = source.name
     batch = args.batch_size if source.modality == "image" else 1
     n = len(raws)
+    batches = [collate_samples(samples[i : i + batch]) for i in range(0, n - batch + 1, batch)]
+    ext = "mp4" if source.modality == "video" else "png"
+    media = RawDecode(source.urls, ext, args.clip)
+
+    def raw_tar() -> None:
+        for url in source.urls:
+            with tarfile.open(url, "r|") as tar:
+                for member in tar:
+                    tar.extractfile(member).read()
+
+    def raw_media() -> None:
+        rng = np.random.default_rng(0)
+        for raw in raws:
+            media._decode(raw[ext], rng)
 
     def validate() -> None:
         for raw in raws:
             sample = validate_sample(parse_json(raw["json"]), check_runs=False)
             check_mask_runs(sample, set(range(min(args.clip, sample["num_frames"]))))
 
+    def decode() -> None:
+        rng = np.random.default_rng(0)
+        for raw in raws:
+            decode_sample(raw, clip, rng, mask_size=transform.mask_size)
+
     def collate() -> None:
         for i in range(0, n - batch + 1, batch):
             collate_samples(samples[i : i + batch])
 
-    def decode() -> None:
-        for raw in raws:
-            decode_sample(raw, clip, mask_size=transform.mask_size)
-
     stages = {
+        "raw: tar reading (tarfile stream)": raw_tar,
+        "raw: media decoding (PIL / decord)": raw_media,
         "tar reading (strict)": lambda: [s for url in source.urls for s in read_shard(url)],
+        "decode_sample (json + schema + media + masks)": decode,
         "json + schema + RLE run sums": validate,
-        "decode_sample (all of the above but tar, + media + masks)": decode,
-        "resize / pad / normalise": lambda: [transform(d) for d in decoded],
-        "collate": collate,
+        "transform (masks resized and padded; pixels stay uint8)": lambda: [transform(d) for d in decoded],
+        "collate (one copy of the uint8 frames)": collate,
+        "batch crosses the worker queue (pickle both ways)": lambda: [
+            pickle.loads(ForkingPickler.dumps(b)) for b in batches
+        ],
+        "model input: resize / normalise / pad (batch.to, here on the CPU)": lambda: [
+            b.to("cpu") for b in batches
+        ],
     }
-    out = {name: _best_ms(fn, n, rounds) for name, fn in stages.items()}
-    out["media + masks (decode_sample - json/schema)"] = (
-        out["decode_sample (all of the above but tar, + media + masks)"] - out["json + schema + RLE run sums"]
+    out = {name: _cpu_ms(fn, n, rounds) for name, fn in stages.items()}
+    # Our media decoding is raw's (the same decoders, plus header and size checks).
+    out["masks: RLE decoding and the rest of decode_sample"] = (
+        out["decode_sample (json + schema + media + masks)"]
+        - out["json + schema + RLE run sums"]
+        - out["raw: media decoding (PIL / decord)"]
     )
     return out
 
@@ -244,12 +324,17 @@ def main() -> None:
     (out / "loader.json").write_text(json.dumps(report, indent=2))
     img, vid = results["images"], results["video_clips"]
 
-    def row(name: str, r: dict, raw: str) -> str:
-        spread = ", ".join(f"{x:.2f}" for x in r["ratio_per_repeat"])
-        return (
-            f"| {name} | {r['ours_samples_per_s']:.0f} | {r['raw_samples_per_s']:.0f} ({raw}) | "
-            f"**{r['ratio']:.2f}** | {spread} |"
-        )
+    def rows(media: str, r: dict, raw: str) -> str:
+        lines = []
+        for side in SIDES:
+            x = r[side]
+            spread = ", ".join(f"{v:.2f}" for v in x["ratio_per_repeat"])
+            name = f"raw ({raw})" if side == "raw" else side
+            lines.append(
+                f"| {media} | {name} | {x['samples_per_s']:.0f} | **{x['ratio']:.2f}** | {spread} | "
+                f"{x['cpu_ms_per_sample']:.2f} | **{x['cpu_ratio']:.2f}** |"
+            )
+        return "\n".join(lines)
 
     profile_rows = "\n".join(
         f"| {stage} | {stages['images'][stage]:.3f} | {stages['video_clips'][stage]:.3f} |"
@@ -260,20 +345,26 @@ def main() -> None:
 Date {date}; machine: {report["machine"]}; torch {torch.__version__}, 1 thread per process. Command:
 `python benchmarks/bench_loader.py {" ".join(sys.argv[1:])}`. Data: {sizes["num_train_images"]}
 synthetic {args.image_size}x{args.image_size} PNG images and {sizes["num_train_videos"]} H.264 mp4 videos
-of {sizes["frames"]} frames, in tar shards. Both sides run as DataLoaders with {args.workers} workers over
-the same shards, in the same run: **ours** = `SegDataModule.train_dataloader()` (strict tar reading, json
-and schema validation, decoding, RLE masks, resize/pad/normalise, grouping, collation into a `SegBatch`),
-**raw** = `tarfile` + PIL `convert("RGB")` / decord `get_batch` of a random {args.clip}-frame clip, to uint8
-tensors, default collate. Samples/s are medians of {args.repeats} repeats ({args.batches} batches each after
-{args.warmup} warm-up batches), the two sides alternating which goes first; ratio = ours / raw (target >= 0.8).
-Load average (1, 5, 15 min) before {load_before}, after {load_after}: other jobs shared the 2 cores.
+of {sizes["frames"]} frames, in tar shards. Every side runs as a DataLoader with {args.workers} workers over
+the same shards, in the same run. **ours** = `SegDataModule.train_dataloader()` (strict tar reading, json
+and schema validation, decoding, RLE masks resized and padded, grouping, collation into a `SegBatch` of
+uint8 frames; the model input is made where the batch is moved, on the GPU in a GPU run);
+**ours + model input on CPU** = the same, with `batch.to("cpu")` (resize / normalise / pad) in the main
+process, in the loop (a CPU-only run); **raw** = `tarfile` + PIL `convert("RGB")` / decord `get_batch` of
+a random {args.clip}-frame clip, to uint8 tensors, default collate. Samples/s are medians of {args.repeats}
+repeats ({args.batches} batches each after {args.warmup} warm-up batches), the order of the sides rotating;
+ratio = side / raw (target >= 0.8). CPU ms = CPU time (user + system) of the main process and the workers
+per sample over the same timed batches (median over repeats), which other jobs on the machine disturb
+least; raw / side CPU is the throughput ratio a machine with the loader alone on its cores would give.
+Load average (1, 5, 15 min) before {load_before}, after {load_after} on {os.cpu_count()} cores.
 
-| media | ours (samples/s) | raw (samples/s) | ours / raw | per repeat |
-|---|---|---|---|---|
-{row(f"image, batch {img['batch_size']}", img, "PIL")}
-{row(f"{args.clip}-frame clip, batch 1", vid, "decord")}
+| media | side | samples/s | / raw | per repeat | CPU ms / sample | raw / side CPU |
+|---|---|---|---|---|---|---|
+{rows(f"image, batch {img['batch_size']}", img, "PIL")}
+{rows(f"{args.clip}-frame clip, batch 1", vid, "decord")}
 
-Where our time goes, one process, ms per sample (best of {rounds}; images / {args.clip}-frame clips):
+Where the time goes: CPU ms per sample, one process, least of {rounds} runs (images / {args.clip}-frame
+clips; "raw:" rows are the raw side's work):
 
 | stage | image | video clip |
 |---|---|---|

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from x2sam_lightning.normalization import frames_to_model_input
+
 #: Tensors up to this size are pickled as bytes inside the message (see :func:`_reduce_inline`).
 INLINE_PICKLE_BYTES = 1 << 20
 _INLINE_DTYPES = frozenset({torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.float32})
@@ -64,7 +66,8 @@ def _move(value: Any, device: torch.device | str) -> Any:
         return value.to(device, non_blocking=True)
     if isinstance(value, (TrackTargets, Conversation)):
         return value.to(device)
-    if isinstance(value, list):
+    # Lists are homogeneous: per-sample records or tensors are moved, metadata lists are left alone.
+    if isinstance(value, list) and value and isinstance(value[0], (Tensor, TrackTargets, Conversation, list)):
         return [_move(v, device) for v in value]
     return value
 
@@ -155,11 +158,14 @@ class Conversation:
 
 @dataclass
 class SegSample:
-    """One decoded, resized training example (before collation).
+    """One decoded training example (before collation).
 
     Attributes:
-        pixel_values: ``[T, 3, H, W]`` float32, normalised, padded to ``H x W``.
-        targets: the object tracks of this sample.
+        pixel_values: ``[T, h0, w0, 3]`` uint8, the frames at the source resolution, as the data
+            pipeline makes them (``input_size`` set; resizing, normalising and padding happen on the
+            device, :meth:`SegBatch.to`); or, in a sample built by hand, model input ``[T, 3, H, W]``
+            float32 (``input_size`` None).
+        targets: the object tracks of this sample (masks already at the model input size).
         image_size: ``(h, w)`` of the un-padded content inside ``H x W``.
         original_size: ``(height, width)`` of the source media.
         key: ``<dataset>/<original id>``, the WebDataset sample key.
@@ -169,6 +175,9 @@ class SegSample:
         shard: url of the shard the sample was read from (for error messages).
         meta: the rest of the sample json (expressions, captions, prompts) for later stages.
         conversation: the instruction and answer (stage 2), built in the data pipeline; None for stage 1.
+        input_size: the side ``S`` of the square model input the uint8 frames become, or None when
+            ``pixel_values`` is model input already.
+        hflip: the sample is mirrored: its masks already are, its frames will be after the resize.
     """
 
     pixel_values: Tensor
@@ -182,20 +191,34 @@ class SegSample:
     shard: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     conversation: Conversation | None = None
+    input_size: int | None = None
+    hflip: bool = False
 
 
 @dataclass
 class SegBatch:
     """A collated batch: always one source and one clip length (so ``T`` is shared).
 
+    The pixels exist in two states. The data pipeline ships **frames**: ``pixel_values`` uint8
+    ``[B, T, H0, W0, 3]`` (channels last, as decoded), each sample's source frames in its top-left ``original_sizes[b]`` corner (the
+    batch padded to its largest source size), with ``input_size = S``: 1 byte a pixel through the
+    DataLoader's worker queue and the host-to-device copy instead of float32's 4. :meth:`to` (what
+    ``SegDataModule.transfer_batch_to_device``, Lightning's default transfer and the ``Predictor`` call)
+    turns them into the **model input** on the target device, exactly once: resized to ``image_sizes``
+    (bilinear, antialiased, float32), mirrored where ``hflip``, ImageNet-normalised, zero-padded to
+    ``S x S`` (:func:`~x2sam_lightning.normalization.frames_to_model_input`), ``input_size`` None. Models
+    take model input only (they refuse uint8 pixels). A batch built by hand may hold model input at once.
+
     Attributes:
-        pixel_values: ``[B, T, 3, H, W]`` float32.
+        pixel_values: model input ``[B, T, 3, S, S]`` float32 (``input_size`` None), or frames (above).
         targets: ``B`` :class:`TrackTargets` (``N`` differs per sample).
         image_sizes: ``[B, 2]`` long, un-padded ``(h, w)`` per sample.
         original_sizes: ``[B, 2]`` long, source ``(height, width)`` per sample.
         keys, tasks, categories, meta, conversations: per-sample lists (see :class:`SegSample`);
             ``conversations`` is empty when the pipeline builds none (stage 1).
         source: the one source every sample of the batch came from.
+        input_size: ``S`` while ``pixel_values`` holds uint8 frames; None once it is model input.
+        hflip: per sample, whether its frames are to be mirrored with them (empty: none is).
     """
 
     pixel_values: Tensor
@@ -208,6 +231,8 @@ class SegBatch:
     categories: list[list[dict[str, Any]]] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)
     conversations: list[Conversation] = field(default_factory=list)
+    input_size: int | None = None
+    hflip: list[bool] = field(default_factory=list)
 
     __reduce__ = _reduce_inline
 
@@ -225,4 +250,18 @@ class SegBatch:
         return "video" if self.tasks and self.tasks[0].startswith("vid_") else "image"
 
     def to(self, device: torch.device | str) -> SegBatch:
-        return replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+        """The batch on ``device``, its pixels model input there (uint8 frames are resized, normalised
+        and padded after the copy; model input is moved as it is)."""
+        moved = replace(self, **{f.name: _move(getattr(self, f.name), device) for f in fields(self)})
+        if self.input_size is None:
+            return moved
+        # Sizes are read from this (host) batch, so the device needs no synchronisation for them.
+        moved.pixel_values = frames_to_model_input(
+            moved.pixel_values,
+            self.image_sizes.tolist(),
+            self.original_sizes.tolist(),
+            self.input_size,
+            hflip=self.hflip or None,
+        )
+        moved.input_size, moved.hflip = None, []
+        return moved

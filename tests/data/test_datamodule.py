@@ -38,8 +38,11 @@ def test_prepare_data_generates_then_loaders_yield_segbatches(tmp_path, tiny_kwa
     dm.prepare_data()
     assert (tmp_path / "data" / "synthetic_img-train.index.json").is_file()
     batch = next(iter(dm.train_dataloader()))
-    assert isinstance(batch, SegBatch) and batch.pixel_values.shape[-2:] == (64, 64)
-    assert batch.to("cpu").pixel_values.shape == batch.pixel_values.shape
+    # uint8 source frames (128 px) until the batch reaches its device, model input (64 px) there.
+    assert isinstance(batch, SegBatch) and batch.pixel_values.dtype == torch.uint8 and batch.input_size == 64
+    moved = batch.to("cpu")
+    assert moved.pixel_values.shape == (*batch.pixel_values.shape[:2], 3, 64, 64) and moved.input_size is None
+    assert moved.pixel_values.dtype == torch.float32
     assert dm.val_source_names == ["img_val", "vid_val"]
 
 

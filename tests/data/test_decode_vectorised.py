@@ -1,5 +1,5 @@
-"""The loader's vectorised paths give what the plain ones give: masks decoded in groups, normalisation and
-padding in one buffer, and batches that cross DataLoader workers with their small tensors inline."""
+"""The loader's vectorised paths give what the plain ones give: masks decoded in groups, resizing,
+normalisation and padding of a batch's frames on the device, and batches that cross DataLoader workers with their small tensors inline."""
 
 from __future__ import annotations
 
@@ -81,6 +81,9 @@ def test_resize_pad_normalise_equals_the_plain_formula(shape, flip):
     size = 32
     transform = ResizePadNormalize(size, hflip_prob=1.0 if flip else 0.0)
     out = transform(clip, np.random.default_rng(0))
+    assert out.pixel_values.dtype == torch.uint8 and out.pixel_values.shape == (t, h0, w0, 3)
+    out.source = "s"
+    pixels = collate_samples([out]).to("cpu").pixel_values[0]  # the model input, made on the device
     h, w = resized_shape(h0, w0, size)
     unit = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
     if (h, w) != (h0, w0):
@@ -93,9 +96,9 @@ def test_resize_pad_normalise_equals_the_plain_formula(shape, flip):
     mask = mask.reshape(2, t, h, w).bool()
     if flip:
         expected, mask = expected.flip(-1), mask.flip(-1)
-    assert out.pixel_values.shape == (t, 3, size, size) and out.pixel_values.is_contiguous()
-    torch.testing.assert_close(out.pixel_values[..., :h, :w], expected, rtol=0, atol=1e-5)
-    assert not out.pixel_values[..., h:, :].any() and not out.pixel_values[..., :, w:].any()
+    assert pixels.shape == (t, 3, size, size) and pixels.is_contiguous()
+    torch.testing.assert_close(pixels[..., :h, :w], expected, rtol=0, atol=1e-5)
+    assert not pixels[..., h:, :].any() and not pixels[..., :, w:].any()
     assert out.targets.masks.shape == (2, t, size, size) and out.targets.masks.dtype == torch.bool
     assert torch.equal(out.targets.masks[..., :h, :w], mask) and not out.targets.masks[..., h:, w:].any()
 

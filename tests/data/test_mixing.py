@@ -81,7 +81,7 @@ def test_batches_hold_one_source_and_one_clip_length(tiny_root):
         expected = (2, 4) if batch.source == "vid" else (3, 1)
         assert (batch.batch_size, batch.num_frames) == expected
         assert batch.modality == ("video" if batch.source == "vid" else "image")
-        assert batch.pixel_values.shape[2:] == (3, 64, 64)
+        assert batch.to("cpu").pixel_values.shape[2:] == (3, 64, 64)  # the model input
         assert all(t.masks.shape[1:] == (batch.num_frames, 64, 64) for t in batch.targets)
         assert all(key.startswith(f"synthetic_{batch.source}/") for key in batch.keys)
         assert batch.conversations == []  # stage 1: no text

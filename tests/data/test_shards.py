@@ -12,6 +12,7 @@ import webdataset as wds
 from PIL import Image
 
 from x2sam_lightning.data import synthetic
+from x2sam_lightning.data.collate import collate_samples
 from x2sam_lightning.data.schema import SampleError, SourceError, validate_index, validate_sample
 from x2sam_lightning.data.shards import (
     ClipSampler,
@@ -75,11 +76,14 @@ def test_transform_resizes_pads_and_normalises():
     masks[0, :, 10:20, 40:80] = True
     clip = _clip(frames, masks)
     out = ResizePadNormalize(image_size=64)(clip)
-    assert out.pixel_values.shape == (2, 3, 64, 64) and out.image_size == (32, 64)
-    assert out.original_size == (40, 80)
+    assert out.pixel_values.shape == (2, 40, 80, 3) and out.image_size == (32, 64)  # source frames
+    assert out.original_size == (40, 80) and out.input_size == 64
+    out.source = "s"
+    pixels = collate_samples([out]).to("cpu").pixel_values[0]  # resized, normalised, padded there
+    assert pixels.shape == (2, 3, 64, 64)
     white = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-    assert np.allclose(out.pixel_values[0, :, 0, 0].numpy(), white, atol=1e-5)
-    assert out.pixel_values[:, :, 32:].abs().max() == 0  # padding below the content
+    assert np.allclose(pixels[0, :, 0, 0].numpy(), white, atol=1e-5)
+    assert pixels[:, :, 32:].abs().max() == 0  # padding below the content
     assert out.targets.masks.shape == (1, 2, 64, 64) and out.targets.masks.dtype == torch_bool()
     # Scale 0.8: rows 10:20 -> 8:16, columns 40:80 -> 32:64.
     assert out.targets.masks[0, 0].sum() == 8 * 32 and out.targets.masks[0, 0, 8:16, 32:].all()

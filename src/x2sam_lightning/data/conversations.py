@@ -315,7 +315,7 @@ def _region(ctx: _Context, n: int, kind: str) -> tuple[np.ndarray, int]:
     otherwise (training, or a source without stored prompts) the prompt is drawn from the target mask.
     """
     sample = ctx.sample
-    canvas = tuple(sample.pixel_values.shape[-2:])
+    canvas = tuple(sample.targets.masks.shape[-2:])  # the model input size (pixels may be source frames)
     stored = ctx.objects[n].get("prompt") or {}
     frames = sample.meta.get("frame_indices", [0])
     if not ctx.train and kind in stored and stored.get("frame", 0) in frames:
@@ -339,7 +339,7 @@ def _regions(
     ctx: _Context, prompted: list[int], kinds: list[str]
 ) -> tuple[torch.Tensor, list[int], str | None]:
     masks = ctx.sample.targets.masks
-    num_frames, height, width = masks.shape[1], *ctx.sample.pixel_values.shape[-2:]
+    num_frames, height, width = masks.shape[1:]
     regions = torch.zeros(len(prompted), num_frames, height, width, dtype=torch.bool)
     frames = []
     for r, (n, kind) in enumerate(zip(prompted, kinds)):

@@ -3,8 +3,9 @@
 Built by Hydra (``conf/data``): ``train_sources`` / ``val_sources`` are dicts of
 :class:`~x2sam_lightning.data.sources.ShardSource` nodes, each with its own ``_target_``.
 
-Every loader yields :class:`~x2sam_lightning.types.SegBatch`. Moving a batch to the device is
-``batch.to(device)``; this module's ``transfer_batch_to_device`` does that for SegBatch. Lightning prefers a
+Every loader yields :class:`~x2sam_lightning.types.SegBatch` with uint8 frames. Moving a batch to the device
+is ``batch.to(device)``, which also makes its pixels the model input there (resized, normalised, padded:
+once, on the device); this module's ``transfer_batch_to_device`` does that for SegBatch. Lightning prefers a
 DataModule's batch hooks over the LightningModule's (with a warning when both override one), so a
 LightningModule used with this DataModule needs no ``transfer_batch_to_device`` and must not rely on its
 own ``on_before_batch_transfer`` (this one counts consumed training batches for exact resume).
@@ -246,6 +247,7 @@ class SegDataModule(pl.LightningDataModule):
         return batch
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """A SegBatch moves as uint8 frames and becomes model input on ``device`` (:meth:`SegBatch.to`)."""
         if isinstance(batch, SegBatch):
             return batch.to(device)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)

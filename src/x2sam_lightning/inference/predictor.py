@@ -157,14 +157,14 @@ class Predictor:
             region_frames=[0] * len(prompts),
         )
         empty = TrackTargets(
-            torch.zeros(0, 1, *sample.pixel_values.shape[-2:], dtype=torch.bool),
+            torch.zeros(0, 1, *sample.targets.masks.shape[-2:], dtype=torch.bool),
             torch.zeros(0, dtype=torch.long),
             torch.zeros(0, 1, dtype=torch.bool),
             torch.zeros(0, dtype=torch.long),
             torch.zeros(0, dtype=torch.bool),
         )
         batch = SegBatch(
-            pixel_values=sample.pixel_values[None],
+            pixel_values=sample.pixel_values[None],  # uint8 frames: the model input is made on the device
             targets=[empty],
             image_sizes=torch.tensor([content]),
             original_sizes=torch.tensor([[height, width]]),
@@ -172,6 +172,7 @@ class Predictor:
             tasks=["inference"],
             source="predictor",
             conversations=[conversation],
+            input_size=sample.input_size,
         ).to(self.device)
         module = self.module
         limit = max_new_tokens or module.hparams.max_new_tokens

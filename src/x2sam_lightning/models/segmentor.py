@@ -26,6 +26,7 @@ from x2sam_lightning.models.mask_encoder import MaskEncoder, MaskEncoderOutput
 from x2sam_lightning.models.mask_memory import MaskMemory
 from x2sam_lightning.models.memory_bank import MemoryBank
 from x2sam_lightning.models.pixel_decoder import PixelDecoder, PixelDecoderOutput
+from x2sam_lightning.normalization import require_model_input
 
 
 class Segmentor(nn.Module):
@@ -77,6 +78,7 @@ class Segmentor(nn.Module):
         Returns:
             Features of the ``B * T`` frames (frame-major within each sample).
         """
+        require_model_input(pixel_values)
         return self.mask_encoder(pixel_values.flatten(0, 1))
 
     def decode(

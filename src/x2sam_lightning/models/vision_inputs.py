@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from x2sam_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
+from x2sam_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD, require_model_input
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ def vision_inputs(pixel_values: Tensor, spec: VisionInputSpec) -> tuple[Tensor, 
     Returns:
         See :func:`patchify_images`.
     """
+    require_model_input(pixel_values)
     mean_in = pixel_values.new_tensor(spec.input_mean).view(1, 3, 1, 1)
     std_in = pixel_values.new_tensor(spec.input_std).view(1, 3, 1, 1)
     unit = pixel_values * std_in + mean_in  # back to 0..1
