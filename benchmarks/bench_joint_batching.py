@@ -8,7 +8,7 @@ The paper (section 3.3) reports that its unified joint strategy cut training fro
   modality; a batch's clips are padded to its longest clip (an image becomes a clip of padding frames,
   not annotated there), one accumulation setting for all (every batch steps).
 - **unified**: image batches of ``B`` (the base ``B / 4`` x image multiplier 4), video batches of
-  ``B / 4``, each of one source's clips of one length (``data/grouping.py``: no padding frame),
+  ``B / 4``, each of one source's clips of one length (as ``data/batch_plan.py`` groups them: no padding frame),
   gradients accumulated over 1 image batch and 4 video batches (``lightning/accumulation.py``).
 
 Samples (seeded, in memory, so decoding is not timed): images and video clips of several lengths (as
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from x2sam_lightning.data.grouping import LengthGrouper
 
 from x2sam_lightning.lightning.agnostic_segmentor import class_agnostic
 from x2sam_lightning.types import TrackTargets
@@ -88,16 +87,17 @@ def simple_batches(samples: list[Sample], batch: int, seed: int) -> list[tuple[l
 def unified_batches(samples: list[Sample], batch: int, seed: int) -> list[tuple[list[Sample], int]]:
     """Modality-aware sizes, length-grouped clips; each entry carries its accumulation window length."""
     order = np.random.default_rng(seed).permutation(len(samples))
-    images = LengthGrouper(batch)
-    videos = LengthGrouper(max(1, batch // 4))
+    buckets: dict[tuple[str, int], list[Sample]] = {}
     out: list[tuple[list[Sample], str]] = []
     for i in order:
         s = samples[i]
-        grouper = images if s.modality == "image" else videos
-        group = grouper.add(s, key=s.pixels.shape[0])
-        if group is not None:
-            out.append((group, s.modality))
-    out += [(g, "image") for g in images.flush()] + [(g, "video") for g in videos.flush()]
+        size = batch if s.modality == "image" else max(1, batch // 4)
+        bucket = buckets.setdefault((s.modality, s.pixels.shape[0]), [])
+        bucket.append(s)
+        if len(bucket) == size:
+            out.append((bucket, s.modality))
+            del buckets[(s.modality, s.pixels.shape[0])]
+    out += [(group, modality) for (modality, _), group in buckets.items()]  # the epoch's last, smaller ones
     # Windows: 1 image batch, up to 4 consecutive video batches (a switch closes a window early).
     windows: list[tuple[list[Sample], int]] = []
     i = 0
