@@ -109,6 +109,13 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.trainer.get("enable_progress_bar", True):
+        from lightning.pytorch.callbacks import ProgressBar
+
+        from x2sam_lightning.lightning.progress import progress_bar
+
+        if not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(progress_bar())
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, module, trainer
 
