@@ -63,6 +63,7 @@ from x2sam_lightning.data.shards import (
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import local_shard_table, read_shard
 from x2sam_lightning.data.transforms import ResizePadNormalize
+from x2sam_lightning.data.worker_lifetime import with_parent_death
 from x2sam_lightning.types import SegBatch, SegSample
 
 log = logging.getLogger(__name__)
@@ -464,7 +465,13 @@ class MixedBatchLoader(DataLoader):
     ) -> None:
         # One DataLoader iterator serves every epoch: workers persist without persistent_workers.
         kwargs.setdefault("persistent_workers", False)
-        super().__init__(dataset, batch_size=None, collate_fn=_identity, num_workers=num_workers, **kwargs)
+        super().__init__(
+            dataset,
+            batch_size=None,
+            collate_fn=_identity,
+            num_workers=num_workers,
+            **with_parent_death(kwargs),
+        )
         if epoch_samples is not None and int(epoch_samples) < 1:
             raise ValueError(f"epoch_samples must be >= 1, got {epoch_samples}")
         self.epoch_samples = (
@@ -629,7 +636,9 @@ class EvalBatchStream(IterableDataset):
 def eval_loader(dataset: EvalBatchStream, num_workers: int = 0, **kwargs: Any) -> DataLoader:
     """A plain DataLoader over an EvalBatchStream (batches are built in the workers)."""
     kwargs.setdefault("persistent_workers", num_workers > 0)
-    return DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=num_workers, **kwargs)
+    return DataLoader(
+        dataset, batch_size=None, collate_fn=_identity, num_workers=num_workers, **with_parent_death(kwargs)
+    )
 
 
 __all__ = [
