@@ -7,17 +7,9 @@ import subprocess
 import sys
 
 import torch
+from test_experiments import TINY_DATA as EXPERIMENT_DATA
 
-TINY_DATA = [
-    "data.synthetic.num_train_images=24",
-    "data.synthetic.num_val_images=8",
-    "data.synthetic.num_test_images=8",
-    "data.synthetic.num_train_videos=2",
-    "data.synthetic.num_val_videos=2",
-    "data.synthetic.num_test_videos=2",
-    "data.synthetic.images_per_shard=8",
-    "data.synthetic.frames=4",
-]
+TINY_DATA = [*EXPERIMENT_DATA, "data.synthetic.num_test_videos=2"]
 
 
 def test_fit_with_the_mask_memory_on_synthetic_videos(tmp_path):

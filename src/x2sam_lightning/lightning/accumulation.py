@@ -243,6 +243,23 @@ class ModalityAccumulation:
                 param.grad = grad if param.grad is None else param.grad.add_(grad)
 
 
+class AccumulatedTraining:
+    """The training hooks of a LightningModule whose ``accumulation`` (a :class:`ModalityAccumulation`)
+    drives its optimisation (``automatic_optimization = False``); the module gives ``training_loss(batch)``
+    (the batch's loss, logged)."""
+
+    accumulation: ModalityAccumulation
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.accumulation.on_train_batch_start(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.accumulation.on_train_batch_end(self)
+
+
 def check_trainer_config(trainer: Mapping[str, Any]) -> None:
     """A clear error for the Trainer options that manual optimisation replaces (Lightning's own error
     names the Trainer argument, not this project's config key).

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, ModalityAccumulation
+from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, AccumulatedTraining, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
 from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.optim import param_groups
@@ -33,7 +33,7 @@ def class_agnostic(targets: Sequence[TrackTargets]) -> list[TrackTargets]:
     return [replace(t, labels=torch.zeros_like(t.labels)) for t in targets]
 
 
-class AgnosticSegmentor(L.LightningModule):
+class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
     """Stage-1 LightningModule.
 
     Args:
@@ -92,15 +92,6 @@ class AgnosticSegmentor(L.LightningModule):
     def forward(self, pixel_values: Tensor) -> dict[str, Any]:
         """``pixel_values [B, T, 3, H, W]`` -> ``pred_logits [B, Q, 2]``, ``pred_masks [B, Q, T, h, w]``."""
         return self.segmentor(pixel_values)
-
-    def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
-        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
-
-    def on_train_batch_start(self, batch: SegBatch, batch_idx: int) -> None:
-        self.accumulation.on_train_batch_start(self)
-
-    def on_train_batch_end(self, outputs: Any, batch: SegBatch, batch_idx: int) -> None:
-        self.accumulation.on_train_batch_end(self)
 
     def training_loss(self, batch: SegBatch) -> Tensor:
         """The batch's loss, logged; ``training_step`` hands it to the accumulation (backward, step)."""

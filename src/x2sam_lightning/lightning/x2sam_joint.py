@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from x2sam_lightning.data.templates import task_kind
-from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, ModalityAccumulation
+from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, AccumulatedTraining, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoint_files import CheckpointError
 from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
 from x2sam_lightning.lightning.data_stats import log_skip_stats
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 STAGE2_FORMAT = "x2sam_stage2"
 
 
-class X2SAMJoint(L.LightningModule):
+class X2SAMJoint(AccumulatedTraining, L.LightningModule):
     """Stage-2 LightningModule.
 
     Args:
@@ -152,15 +152,6 @@ class X2SAMJoint(L.LightningModule):
             )
 
     # -- training --------------------------------------------------------------------------------------
-
-    def training_step(self, batch: SegBatch, batch_idx: int) -> Tensor:
-        return self.accumulation.train_step(self, batch, batch_idx, lambda: self.training_loss(batch))
-
-    def on_train_batch_start(self, batch: SegBatch, batch_idx: int) -> None:
-        self.accumulation.on_train_batch_start(self)
-
-    def on_train_batch_end(self, outputs: Any, batch: SegBatch, batch_idx: int) -> None:
-        self.accumulation.on_train_batch_end(self)
 
     def training_loss(self, batch: SegBatch) -> Tensor:
         """The batch's loss, logged; ``training_step`` hands it to the accumulation (backward, step)."""
