@@ -77,9 +77,6 @@ class SampleOrder:
     def _window_permutation(self, pass_: int, window: int, length: int) -> list[int]:
         return np.random.default_rng([*self.seed, _WINDOW, pass_, window]).permutation(length).tolist()
 
-    def pass_of(self, position: int) -> int:
-        return int(position) // self.num_samples
-
     def locate(self, position: int) -> tuple[str, int]:
         """``(url, index of the sample in that shard)`` of stream position ``position`` (>= 0)."""
         if position < 0:
