@@ -31,11 +31,16 @@ from typing import Any
 from data_recipes.framework.media import image_size
 from data_recipes.framework.recipe import ConvertedSample, Plan, Recipe, SkipItem, sample_key
 from x2sam_lightning.data.errors import SampleError
-from x2sam_lightning.data.schema import SCHEMA_VERSION, validate_index, validate_sample
+from x2sam_lightning.data.schema import validate_index, validate_sample
 
 log = logging.getLogger(__name__)
 
 _IMAGE_MEMBERS = ("jpg", "jpeg", "png")
+
+#: The schema the converters write. Still 1: their video converters fold "absent on an annotated frame"
+#: and "frame not annotated" into one ``null`` (``data_recipes/_video.py``), which is schema 1's meaning;
+#: schema 2 (an empty mask where absent) needs each video converter to tell the two apart first.
+RECIPE_SCHEMA = 1
 
 
 class ConversionError(RuntimeError):
@@ -144,7 +149,7 @@ def check_media(sample: dict[str, Any], media: dict[str, bytes], where: str) -> 
 
 def _complete(recipe: Recipe, converted: ConvertedSample) -> tuple[str, dict[str, Any]]:
     sample = {
-        "schema": SCHEMA_VERSION,
+        "schema": RECIPE_SCHEMA,
         "task": recipe.task,
         "dataset": recipe.name,
         "modality": recipe.modality,
@@ -393,7 +398,7 @@ def convert_split(
         )
     summary.seconds = time.perf_counter() - start
     index = {
-        "schema": SCHEMA_VERSION,
+        "schema": RECIPE_SCHEMA,
         "dataset": recipe.name,
         "split": split,
         "task": recipe.task,

@@ -79,7 +79,10 @@ class TrackTargets:
     Attributes:
         masks: ``[N, T, H, W]`` bool, at the model input size (padding is False).
         labels: ``[N]`` long, index into the sample's ``categories`` (0 for class-agnostic data).
-        valid: ``[N, T]`` bool, False where the shard stores ``null`` (object absent or not annotated).
+        valid: ``[N, T]`` bool, whether the frame is *annotated* for the object (also :attr:`annotated`).
+            True with an empty mask: the object is absent there (schema 2's empty RLE), a real target
+            that penalises any prediction; False: not annotated (``null``), ignored by the losses and
+            left out of scoring. Schema 1's ``null`` meant absent or not annotated; it reads as False.
         object_ids: ``[N]`` long, the ``id`` of each object in the shard json.
         iscrowd: ``[N]`` bool.
         original_masks: ``[N, T, H0, W0]`` bool at the source media's resolution, or None. Evaluation
@@ -96,6 +99,25 @@ class TrackTargets:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def annotated(self) -> Tensor:
+        """``[N, T]`` bool: the frame is annotated for the object (the ``valid`` field)."""
+        return self.valid
+
+    @property
+    def present(self) -> Tensor:
+        """``[N, T]`` bool: annotated and non-empty (annotated and not present = absent)."""
+        return self.valid & self.masks.flatten(2).any(-1)
+
+    def annotated_frames(self) -> Tensor:
+        """``[T]`` bool: the frames annotated for every object, the frames a video benchmark scores.
+
+        The official scorers see annotated frames only; an evaluator passes a metric ``preds[:, keep]``
+        and ``target[:, keep]`` with ``keep = targets.annotated_frames()`` (every frame for images and
+        for fully annotated videos, so scores there do not change).
+        """
+        return self.valid.all(0) if len(self) else self.valid.new_ones(self.valid.shape[1])
 
     __reduce__ = _reduce_inline
 

@@ -198,7 +198,7 @@ def _index(**changes) -> dict:
 
 INDEX_DEFECTS = {
     "not an object": ([], "index json should be an object"),
-    "schema 2": (_index(schema=2), "unsupported index schema 2"),
+    "schema 3": (_index(schema=3), "unsupported index schema 3"),
     "missing task": ({k: v for k, v in _index().items() if k != "task"}, "lacks required key 'task'"),
     "unknown task": (_index(task="img_pose"), "is not a known task"),
     "task of another modality": (_index(task="vid_refseg"), "does not fit modality 'image'"),
@@ -450,7 +450,7 @@ def test_twenty_good_shards_and_one_bad_give_every_good_sample_once(tmp_path, wo
 def test_errors_reach_the_main_process_with_type_and_fields(tmp_path):
     shard = bd.write_shard(
         tmp_path / "w-000000.tar",
-        [("w/0000000", bd.image_members()), ("w/0000001", bd.broken_json_sample("schema 2"))],
+        [("w/0000000", bd.image_members()), ("w/0000001", bd.broken_json_sample("schema 3"))],
     )
     (tmp_path / "w-000001.tar").write_bytes(bd.SHARD_DEFECTS["corrupt header"][0]())
     for urls, kind in (([shard], SampleError), ([str(tmp_path / "w-000001.tar")], ShardError)):
@@ -469,7 +469,7 @@ def _all_bad_source(tmp_path: Path, kind: str) -> ShardSource:
         if kind == "shards":
             path.write_bytes(bd.SHARD_DEFECTS["corrupt header"][0]())
         else:
-            bd.write_shard(path, [(f"x/{n}{i}", bd.broken_json_sample("schema 2")) for i in range(3)])
+            bd.write_shard(path, [(f"x/{n}{i}", bd.broken_json_sample("schema 3")) for i in range(3)])
         urls.append(str(path))
     return ShardSource(
         "x", urls=urls, num_samples=6, task="img_genseg", modality="image", max_consecutive_failures=5

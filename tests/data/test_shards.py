@@ -155,8 +155,8 @@ def test_schema_rejects_bad_records():
         validate_sample(
             {**sample, "objects": [{**sample["objects"][0], "masks": [None, None]}]}, url="u", key="k"
         )
-    with pytest.raises(SampleError, match="unsupported schema 2"):
-        validate_sample({**sample, "schema": 2}, url="u", key="k")
+    with pytest.raises(SampleError, match="unsupported schema 3"):
+        validate_sample({**sample, "schema": 3}, url="u", key="k")
     with pytest.raises(SampleError, match="lacks required key 'height'"):
         validate_sample({k: v for k, v in sample.items() if k != "height"}, url="u", key="k")
     with pytest.raises(SampleError, match="'num_frames' should be int"):

@@ -10,6 +10,7 @@ import pytest
 from helpers.synthetic import TINY
 
 from x2sam_lightning.data import synthetic
+from x2sam_lightning.data.rle import rle_has_foreground
 from x2sam_lightning.data.schema import validate_index, validate_sample
 
 CFG = synthetic.SyntheticConfig(**TINY)
@@ -49,13 +50,19 @@ def test_objects_are_visible_disjoint_and_described(index):
         assert obj["expressions"] and all(attrs["shape"] in e for e in obj["expressions"])
 
 
-def test_video_tracks_have_null_where_absent():
+def test_video_tracks_are_empty_where_absent_and_never_null():
+    # Schema 2: every synthetic frame is annotated; an absent object has an empty mask there.
+    absent = 0
     for index in range(4):
         sample, _, tracks = synthetic.make_video_sample(index, "train", CFG)
+        assert sample["schema"] == 2
         for obj, track in zip(sample["objects"], tracks):
-            assert len(obj["masks"]) == CFG.frames
-            assert [m is None for m in obj["masks"]] == [m is None for m in track]
-            assert any(m is not None for m in track)
+            assert len(obj["masks"]) == CFG.frames and None not in obj["masks"]
+            assert any(m.any() for m in track)
+            absent += sum(not m.any() for m in track)
+            for rle, mask in zip(obj["masks"], track):
+                assert rle_has_foreground(rle) == bool(mask.any())
+    assert absent > 0
 
 
 #: The layout TINY gives, written out by hand: images 12/6/4 by 4 a shard, videos 4/2/1 by 2, task images

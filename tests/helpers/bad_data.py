@@ -281,7 +281,7 @@ def _video_masks(n: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
 #: ``video`` break the video sample, the others the image sample.
 SAMPLE_JSON_DEFECTS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "not an object": (lambda s: [s], "sample json should be an object"),
-    "schema 2": (_with(schema=2), "unsupported schema 2"),
+    "schema 3": (_with(schema=3), "unsupported schema 3"),
     "schema true": (_with(schema=True), "unsupported schema True"),
     "missing height": (_drop("height"), "lacks required key 'height'"),
     "height as string": (_with(height="32"), "'height' should be int"),

@@ -119,6 +119,32 @@ def rle_runs(counts: str) -> list[int]:
     return runs
 
 
+def rle_has_foreground(rle: dict[str, Any]) -> bool:
+    """Whether an RLE checked by :func:`rle_problems` has a foreground pixel (schema 2: an empty mask is
+    an object absent on that frame). Reads runs only up to the first non-empty foreground run, so an
+    object's mask is usually decided by its first two runs."""
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        return any(v > 0 for v in counts[1::2])
+    value = shift = 0
+    previous: list[int] = []
+    for c in counts.encode("ascii"):
+        c -= 48
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            value -= 1 << shift
+        if len(previous) > 2:
+            value += previous[-2]
+        if len(previous) % 2 == 1 and value > 0:
+            return True
+        previous.append(value)
+        value = shift = 0
+    return False
+
+
 #: Up to this many characters in all, a plain loop beats the numpy calls' fixed cost.
 _SHORT = 1500
 

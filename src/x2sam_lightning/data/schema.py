@@ -20,6 +20,7 @@ from x2sam_lightning.data.rle import rle_problems
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MODALITIES",
+    "READABLE_SCHEMAS",
     "SCHEMA_VERSION",
     "TASKS",
     "SampleError",
@@ -32,8 +33,13 @@ __all__ = [
     "validate_sample",
 ]
 
-#: The schema version this package reads and writes.
-SCHEMA_VERSION = 1
+#: The schema version this package writes. Version 2 tells an object *absent* on a frame (an empty mask: a
+#: real target, predicting anything there is penalised) from a frame *not annotated* (``null``: ignored by
+#: losses and metrics). Version 1's ``null`` meant either; it is read as "not annotated" (what the loader
+#: always did with it), so a v1 shard trains and scores exactly as before.
+SCHEMA_VERSION = 2
+#: The versions this package reads.
+READABLE_SCHEMAS = (1, 2)
 
 MODALITIES = ("image", "video")
 #: Task ids; ``img_*`` tasks are images, ``vid_*`` videos. SA-1B (stage 1, class-agnostic) is img_genseg.
@@ -350,8 +356,9 @@ def _check_sample(
 ) -> None:
     if not isinstance(sample, Mapping):
         raise _Invalid(f"sample json should be an object, got {type(sample).__name__}")
-    if not _is_int(sample.get("schema")) or sample["schema"] != SCHEMA_VERSION:
-        raise _Invalid(f"unsupported schema {sample.get('schema')!r} (this reader knows {SCHEMA_VERSION})")
+    if not _is_int(sample.get("schema")) or sample["schema"] not in READABLE_SCHEMAS:
+        known = " and ".join(map(str, READABLE_SCHEMAS))
+        raise _Invalid(f"unsupported schema {sample.get('schema')!r} (this reader knows {known})")
     _check_types(sample, _SAMPLE_REQUIRED, _SAMPLE_OPTIONAL, "sample json")
     _check_task(sample["task"], sample["modality"], "sample")
     if not _text(sample["dataset"]):
@@ -422,7 +429,7 @@ def validate_sample(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     check_runs: bool = True,
 ) -> dict[str, Any]:
-    """Check a decoded sample json against schema 1.
+    """Check a decoded sample json against schema 1 or 2 (its ``schema`` key says which).
 
     Args:
         sample: the parsed json.
@@ -450,7 +457,7 @@ def validate_sample(
 def _check_index(index: Any) -> None:
     if not isinstance(index, Mapping):
         raise _Invalid(f"index json should be an object, got {type(index).__name__}")
-    if not _is_int(index.get("schema")) or index["schema"] != SCHEMA_VERSION:
+    if not _is_int(index.get("schema")) or index["schema"] not in READABLE_SCHEMAS:
         raise _Invalid(f"unsupported index schema {index.get('schema')!r}")
     _check_types(index, _INDEX_REQUIRED, {"categories": list, "config": dict}, "index json")
     _check_task(index["task"], index["modality"], "index")
@@ -482,7 +489,7 @@ def _check_index(index: Any) -> None:
 
 
 def validate_index(index: Any, *, path: str = "") -> dict[str, Any]:
-    """Check a ``<dataset>-<split>.index.json`` against schema 1.
+    """Check a ``<dataset>-<split>.index.json`` against schema 1 or 2.
 
     Raises:
         SourceError: naming the index ``path`` and the problem.

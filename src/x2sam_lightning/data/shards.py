@@ -37,7 +37,7 @@ import numpy as np
 
 from x2sam_lightning.data.errors import SampleError, ShardError, SkipStats, SourceError, warn_skip
 from x2sam_lightning.data.remote import RemoteOptions
-from x2sam_lightning.data.rle import decode_rles
+from x2sam_lightning.data.rle import decode_rles, rle_has_foreground
 from x2sam_lightning.data.schema import DEFAULT_MAX_PIXELS, check_mask_runs, parse_json, validate_sample
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import read_shard
@@ -113,7 +113,8 @@ class DecodedClip:
         frames: ``[T, H, W, 3]`` uint8 RGB.
         masks: ``[N, T, H, W]`` bool (False where absent), or ``[N, T, h, w]`` when decoding was asked
             for a mask size (``decode_sample(mask_size=...)``).
-        valid: ``[N, T]`` bool, False where the shard stores ``null``.
+        valid: ``[N, T]`` bool: the frame is annotated (a mask, empty where the object is absent); False
+            where the shard stores ``null`` (not annotated).
         labels: ``[N]`` int64, index into ``categories`` (0 when the object has no category).
         object_ids: ``[N]`` int64.
         iscrowd: ``[N]`` bool.
@@ -284,6 +285,14 @@ def _media_members(raw: dict[str, Any]) -> list[str]:
     return [k for k in raw if not k.startswith("__") and _MEDIA.search(k)]
 
 
+def _shows_v1(rle: Any) -> bool:
+    return rle is not None
+
+
+def _shows_v2(rle: Any) -> bool:
+    return rle is not None and rle_has_foreground(rle)
+
+
 def decode_sample(
     raw: dict[str, Any],
     clip_sampler: ClipSampler,
@@ -298,7 +307,11 @@ def decode_sample(
 ) -> DecodedClip:
     """Validate and decode one raw WebDataset sample (``{"__key__", "__url__", "json", "png", ...}``).
 
-    Objects with no mask on any frame of the clip are dropped (nothing to learn or score there).
+    Objects that show on no frame of the clip are dropped (nothing to learn or score there): schema 2,
+    no non-empty mask (absent or not annotated on every clip frame); schema 1, no non-null mask.
+    ``valid`` is True where a frame is annotated (any RLE, an empty one included: the object is absent
+    there, a real target) and False where the json has ``null`` (not annotated: schema 1's null, which
+    meant absent or not annotated, is read so, as it always was).
     Masks are decoded in groups of objects (one pycocotools call and one resize per group) holding at
     most 16 Mpx at the source resolution, or one track when a track is larger, so with ``mask_size`` the
     peak memory stays bounded (an SA-1B image is ~1500 x 2250 with ~100 masks: ~4 objects per group).
@@ -372,7 +385,10 @@ def decode_sample(
     check_mask_runs(sample, set(indices), url=url, key=key)
     categories = sample.get("categories") or categories
     position = {c["id"]: i for i, c in enumerate(categories)}
-    present = [obj for obj in sample["objects"] if any(obj["masks"][t] is not None for t in indices)]
+    # Schema 2: an empty mask is an object absent there, so an object must show on a clip frame to be a
+    # target; schema 1: any non-null mask (its null folded absent into "not annotated").
+    shows = _shows_v2 if sample["schema"] >= 2 else _shows_v1
+    present = [obj for obj in sample["objects"] if any(shows(obj["masks"][t]) for t in indices)]
     if max_objects is not None and len(present) > max_objects:
         chosen = range(max_objects) if rng is None else rng.choice(len(present), max_objects, replace=False)
         present = [present[i] for i in sorted(chosen)]

@@ -10,6 +10,14 @@ Losses:
 - ``masks``: sigmoid BCE ``loss_mask`` and ``loss_dice`` on points drawn per matched track (uncertainty
   sampling shared by the track's frames); frames where the target is not ``valid`` are left out.
 
+Absent and not annotated (schema 2, ``TrackTargets.valid``): a frame where the object is *absent* has an
+empty target mask and counts like any other frame, in the matching cost and in both mask losses, so a
+prediction there is penalised (as Mask2Former-VIS trains on clips: a track's dice is taken over all its
+frames together). A frame *not annotated* (``valid`` False) contributes nothing: its points carry weight 0
+in the matching cost, the BCE and the dice, and do not vote in uncertainty sampling. A track annotated on
+no frame of the clip is dropped before matching (:func:`annotated_tracks`): it would otherwise take a
+query on its class cost alone and count in the normaliser with no mask to learn.
+
 The number of masks that normalises the losses is summed over the batch, all-reduced over processes and
 averaged by the world size, then clamped to >= 1, as in Mask2Former.
 """
@@ -73,6 +81,23 @@ def num_masks_across_processes(
         dist.all_reduce(num)
         world = dist.get_world_size()
     return max(num.item() / world, 1.0)
+
+
+def annotated_tracks(targets: TrackTargets) -> TrackTargets:
+    """``targets`` without the tracks annotated on no frame (``valid [N, T]`` all False); the same object
+    when every track has an annotated frame."""
+    keep = targets.valid.any(1)
+    if bool(keep.all()):
+        return targets
+    index = keep.nonzero().flatten()
+    return TrackTargets(
+        masks=targets.masks[index],
+        labels=targets.labels[index],
+        valid=targets.valid[index],
+        object_ids=targets.object_ids[index],
+        iscrowd=targets.iscrowd[index],
+        original_masks=None if targets.original_masks is None else targets.original_masks[index],
+    )
 
 
 class SetCriterion(nn.Module):
@@ -262,6 +287,7 @@ class SetCriterion(nn.Module):
         Returns:
             ``loss_*`` for the final prediction and ``loss_*_{i}`` for auxiliary prediction ``i``.
         """
+        targets = [annotated_tracks(t) for t in targets]
         num_masks = num_masks_across_processes(
             targets, outputs["pred_logits"].device, num_queries=outputs["pred_logits"].shape[1]
         )

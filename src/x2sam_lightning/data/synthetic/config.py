@@ -29,7 +29,8 @@ IMAGE_TASK_DATASETS = tuple(name for name in DATASETS if name not in STAGE1_DATA
 EVAL_ONLY_DATASETS = ("synthetic_img_ovseg",)
 
 #: Bump a dataset's version when its generator's output changes, so stale sets on disk are regenerated.
-GENERATOR_VERSIONS = {name: (2 if name in STAGE1_DATASETS else 1) for name in DATASETS}
+#: ``synthetic_vid`` 3: schema 2, absent frames as empty masks (were ``null``).
+GENERATOR_VERSIONS = {name: {"synthetic_img": 2, "synthetic_vid": 3}.get(name, 1) for name in DATASETS}
 GENERATOR_VERSION = GENERATOR_VERSIONS["synthetic_img"]
 
 

@@ -3,8 +3,8 @@
 Scenes: a textured background (linear gradient, smooth colour noise or stripes) plus shapes (the category
 vocabulary, all things) of several colours and three sizes, painted back to front. Each object's mask is
 its *visible* pixels; objects left with fewer than :data:`MIN_VISIBLE_PIXELS` pixels are dropped (images)
-or marked absent with a ``null`` mask on that frame (videos). Video objects move, rotate and scale, and
-may enter or leave the frame.
+or marked absent with an empty mask on that frame (videos, schema 2: every frame is annotated, so no mask
+is ``null``). Video objects move, rotate and scale, and may enter or leave the frame.
 
 Every object stores ``attributes`` (``color``, ``shape``, ``size``, ``position``); the stage-1 sets also
 store ``expressions``: referring phrases ordered from short to specific that are unique among the sample's
@@ -205,7 +205,7 @@ def _render(objects: list[dict[str, Any]], background: np.ndarray, t: int, rng: 
 
 
 def _object_record(obj_id: int, obj: dict[str, Any], masks: list[np.ndarray | None]) -> dict[str, Any]:
-    first = next(m for m in masks if m is not None)
+    first = next(m for m in masks if m is not None and m.any())  # where it is first seen
     return {
         "id": obj_id,
         "category_id": SHAPES.index(obj["shape"]) + 1,
@@ -245,7 +245,7 @@ def make_video_sample(index: int, split: str, cfg: SyntheticConfig) -> tuple[dic
 
     Returns:
         The sample json, the mp4 bytes (H.264, yuv420p) and, per kept object, its per-frame visible masks
-        (``[H, W]`` bool or None where absent).
+        (``[H, W]`` bool, empty where absent).
     """
     rng = sample_rng(cfg, "synthetic_vid", split, index)
     size = cfg.image_size
@@ -256,8 +256,8 @@ def make_video_sample(index: int, split: str, cfg: SyntheticConfig) -> tuple[dic
         frame, visible = _render(objects, background, t, rng)
         frames.append(frame)
         for track, mask in zip(tracks, visible):
-            track.append(mask if mask.sum() >= MIN_VISIBLE_PIXELS else None)
-    kept = [(o, tr) for o, tr in zip(objects, tracks) if any(m is not None for m in tr)]
+            track.append(mask if mask.sum() >= MIN_VISIBLE_PIXELS else np.zeros_like(mask))
+    kept = [(o, tr) for o, tr in zip(objects, tracks) if any(m.any() for m in tr)]
     records = [_object_record(i + 1, o, tr) for i, (o, tr) in enumerate(kept)]
     _expressions(records)
     times = [round(t / cfg.fps, 6) for t in range(cfg.frames)]
