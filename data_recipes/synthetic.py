@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(
             f"--{split}-task-images", type=int, default=getattr(defaults, f"num_{split}_task_images")
         )
+        parser.add_argument(
+            f"--{split}-task-videos", type=int, default=getattr(defaults, f"num_{split}_task_videos")
+        )
     parser.add_argument("--frames", type=int, default=defaults.frames)
     parser.add_argument("--fps", type=float, default=defaults.fps)
     parser.add_argument("--images-per-shard", type=int, default=defaults.images_per_shard)
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         num_train_task_images=args.train_task_images,
         num_val_task_images=args.val_task_images,
         num_test_task_images=args.test_task_images,
+        num_train_task_videos=args.train_task_videos,
+        num_val_task_videos=args.val_task_videos,
+        num_test_task_videos=args.test_task_videos,
         frames=args.frames,
         fps=args.fps,
         images_per_shard=args.images_per_shard,

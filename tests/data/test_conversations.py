@@ -18,12 +18,12 @@ from x2sam_lightning.data.conversations import (
 )
 from x2sam_lightning.data.shards import ClipSampler, iter_source
 from x2sam_lightning.data.sources import ShardSource
-from x2sam_lightning.data.synthetic import DATASETS
+from x2sam_lightning.data.synthetic import DATASETS, IMAGE_TASK_DATASETS
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.special_tokens import IMAGE, P_END, P_START, SEG
 from x2sam_lightning.types import Conversation, SegSample, TrackTargets
 
-IMAGE_SETS = [name for name in DATASETS if name != "synthetic_vid"]
+IMAGE_SETS = ["synthetic_img", *IMAGE_TASK_DATASETS]
 SIZE = 80  # the tiny set's 64 px images are resized by a non-integer factor
 
 

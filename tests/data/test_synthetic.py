@@ -75,6 +75,12 @@ EXPECTED_LAYOUT = {
         f"synthetic_img_{kind}": {"train": (2, 8), "val": (1, 4), "test": (1, 4)}
         for kind in ("chat", "gcgseg", "intseg", "reaseg", "refseg", "vgdseg")
     },
+    # Video task sets: 3/2/2 clips by 2 a shard; open-vocabulary again without a training split.
+    "synthetic_vid_ovseg": {"val": (1, 2), "test": (1, 2)},
+    **{
+        f"synthetic_vid_{kind}": {"train": (2, 3), "val": (1, 2), "test": (1, 2)}
+        for kind in ("chat", "gcgseg", "objseg", "reaseg", "refseg", "vgdseg")
+    },
 }
 
 

@@ -11,11 +11,11 @@ from helpers.vlm import build_stage2
 from x2sam_lightning.data.conversations import EVAL_PROMPT_TYPES, build_conversation, seg_conditions
 from x2sam_lightning.data.shards import ClipSampler, iter_source
 from x2sam_lightning.data.sources import ShardSource
-from x2sam_lightning.data.synthetic import DATASETS, generate_synthetic
+from x2sam_lightning.data.synthetic import DATASETS, IMAGE_TASK_DATASETS, generate_synthetic
 from x2sam_lightning.data.transforms import ResizePadNormalize
 from x2sam_lightning.models.chat_encoding import IGNORE_INDEX
 
-IMAGE_SETS = [name for name in DATASETS if name != "synthetic_vid"]
+IMAGE_SETS = ["synthetic_img", *IMAGE_TASK_DATASETS]
 
 
 @pytest.fixture(scope="module")

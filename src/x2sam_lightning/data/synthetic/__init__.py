@@ -12,7 +12,11 @@ Datasets (:data:`DATASETS`; the modules say what each holds):
   (:mod:`.scenes`), 4,000 / 200 / 200 images and 100 / 20 / 20 clips by default;
 - one dataset per stage-2 image task (:mod:`.tasks`, text from :mod:`.language`): ``synthetic_img_ovseg``
   (val and test only), ``_refseg``, ``_reaseg``, ``_gcgseg``, ``_intseg``, ``_vgdseg``, ``_chat``,
-  2,000 / 50 / 200 images each by default.
+  2,000 / 50 / 200 images each by default;
+- one dataset per stage-2 video task (:mod:`.video_tasks`, scenes with occlusions, exits and
+  re-appearances from :mod:`.video_scenes`, text from :mod:`.video_language`): ``synthetic_vid_ovseg``
+  (val and test only), ``_refseg``, ``_reaseg``, ``_gcgseg``, ``_objseg``, ``_vgdseg``, ``_chat``,
+  200 / 20 / 50 clips each by default, absent frames as empty masks (schema 2).
 
 Layout written under ``root`` (every dataset and split)::
 
@@ -29,6 +33,7 @@ from x2sam_lightning.data.synthetic.config import (
     IMAGE_TASK_DATASETS,
     SPLITS,
     STAGE1_DATASETS,
+    VIDEO_TASK_DATASETS,
     SyntheticConfig,
 )
 from x2sam_lightning.data.synthetic.scenes import (
@@ -44,6 +49,8 @@ from x2sam_lightning.data.synthetic.scenes import (
     make_video_sample,
 )
 from x2sam_lightning.data.synthetic.tasks import OV_CATEGORIES, OV_PAIRS, make_task_sample
+from x2sam_lightning.data.synthetic.video_scenes import EXIT_SHARE, OCCLUSION_SHARE
+from x2sam_lightning.data.synthetic.video_tasks import make_video_task_sample
 from x2sam_lightning.data.synthetic.writer import (
     dataset_categories,
     default_config,
@@ -62,17 +69,20 @@ __all__ = [
     "COLORS",
     "DATASETS",
     "EVAL_ONLY_DATASETS",
+    "EXIT_SHARE",
     "GENERATOR_VERSION",
     "GENERATOR_VERSIONS",
     "IMAGE_TASK_DATASETS",
     "MIN_VISIBLE_FRACTION",
     "MIN_VISIBLE_PIXELS",
+    "OCCLUSION_SHARE",
     "OV_CATEGORIES",
     "OV_PAIRS",
     "SHAPES",
     "SIZES",
     "SPLITS",
     "STAGE1_DATASETS",
+    "VIDEO_TASK_DATASETS",
     "SyntheticConfig",
     "dataset_categories",
     "default_config",
@@ -85,6 +95,7 @@ __all__ = [
     "make_sample",
     "make_task_sample",
     "make_video_sample",
+    "make_video_task_sample",
     "remove_synthetic",
     "sample_key",
 ]

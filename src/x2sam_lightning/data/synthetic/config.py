@@ -16,6 +16,13 @@ DATASETS: dict[str, dict[str, str]] = {
     "synthetic_img_intseg": {"task": "img_intseg", "modality": "image"},
     "synthetic_img_vgdseg": {"task": "img_vgdseg", "modality": "image"},
     "synthetic_img_chat": {"task": "img_chat", "modality": "image"},
+    "synthetic_vid_ovseg": {"task": "vid_ovseg", "modality": "video"},
+    "synthetic_vid_refseg": {"task": "vid_refseg", "modality": "video"},
+    "synthetic_vid_reaseg": {"task": "vid_reaseg", "modality": "video"},
+    "synthetic_vid_gcgseg": {"task": "vid_gcgseg", "modality": "video"},
+    "synthetic_vid_objseg": {"task": "vid_objseg", "modality": "video"},
+    "synthetic_vid_vgdseg": {"task": "vid_vgdseg", "modality": "video"},
+    "synthetic_vid_chat": {"task": "vid_chat", "modality": "video"},
 }
 DATASET_CODE = {name: code for code, name in enumerate(DATASETS)}
 SPLITS = ("train", "val", "test")
@@ -24,9 +31,15 @@ SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 #: Stage 1 trains on these (the coloured-shape scenes with categories only).
 STAGE1_DATASETS = ("synthetic_img", "synthetic_vid")
 #: One dataset per image task of stage 2 (text, prompts, chat).
-IMAGE_TASK_DATASETS = tuple(name for name in DATASETS if name not in STAGE1_DATASETS)
+IMAGE_TASK_DATASETS = tuple(
+    name for name in DATASETS if name not in STAGE1_DATASETS and DATASETS[name]["modality"] == "image"
+)
+#: One dataset per video task of stage 2 (occlusions, exits and re-appearances; text, prompts, chat).
+VIDEO_TASK_DATASETS = tuple(
+    name for name in DATASETS if name not in STAGE1_DATASETS and DATASETS[name]["modality"] == "video"
+)
 #: Evaluation-only datasets (no train split): open-vocabulary categories never trained on.
-EVAL_ONLY_DATASETS = ("synthetic_img_ovseg",)
+EVAL_ONLY_DATASETS = ("synthetic_img_ovseg", "synthetic_vid_ovseg")
 
 #: Bump a dataset's version when its generator's output changes, so stale sets on disk are regenerated.
 #: ``synthetic_vid`` 3: schema 2, absent frames as empty masks (were ``null``).
@@ -44,6 +57,8 @@ class SyntheticConfig:
         num_train_videos, num_val_videos, num_test_videos: ``synthetic_vid`` samples per split.
         num_train_task_images, num_val_task_images, num_test_task_images: samples per split of each image
             task dataset (``synthetic_img_refseg`` ...; ``synthetic_img_ovseg`` has no train split).
+        num_train_task_videos, num_val_task_videos, num_test_task_videos: samples per split of each video
+            task dataset (``synthetic_vid_refseg`` ...; ``synthetic_vid_ovseg`` has no train split).
         frames: frames per video.
         fps: video frame rate (sets ``frame_times``).
         images_per_shard, videos_per_shard: shard sizes (several train shards let workers split them).
@@ -61,6 +76,9 @@ class SyntheticConfig:
     num_train_task_images: int = 2000
     num_val_task_images: int = 50
     num_test_task_images: int = 200
+    num_train_task_videos: int = 200
+    num_val_task_videos: int = 20
+    num_test_task_videos: int = 50
     frames: int = 12
     fps: float = 8.0
     images_per_shard: int = 500
@@ -85,7 +103,8 @@ class SyntheticConfig:
             return int(getattr(self, f"num_{split}_videos"))
         if split == "train" and dataset in EVAL_ONLY_DATASETS:
             return 0
-        return int(getattr(self, f"num_{split}_task_images"))
+        kind = "videos" if DATASETS[dataset]["modality"] == "video" else "images"
+        return int(getattr(self, f"num_{split}_task_{kind}"))
 
     def per_shard(self, dataset: str) -> int:
         return self.images_per_shard if DATASETS[dataset]["modality"] == "image" else self.videos_per_shard

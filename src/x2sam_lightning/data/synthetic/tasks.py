@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from x2sam_lightning.data.synthetic.config import DATASETS, SyntheticConfig
+from x2sam_lightning.data.synthetic.config import DATASETS, IMAGE_TASK_DATASETS, SyntheticConfig
 from x2sam_lightning.data.synthetic.language import (
     chat_turns,
     grounded_caption,
@@ -61,7 +61,7 @@ def make_task_sample(
     Returns:
         The sample json, the JPEG bytes and the visible masks (``[H, W]`` bool per object).
     """
-    if dataset not in DATASETS or dataset in ("synthetic_img", "synthetic_vid"):
+    if dataset not in IMAGE_TASK_DATASETS:
         raise ValueError(f"{dataset!r} is not an image task dataset")
     rng = sample_rng(cfg, dataset, split, index)
     task = DATASETS[dataset]["task"]

@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from x2sam_lightning.data.schema import SCHEMA_VERSION
-from x2sam_lightning.data.synthetic.config import DATASETS, SPLITS, STAGE1_DATASETS, SyntheticConfig
+from x2sam_lightning.data.synthetic.config import (
+    DATASETS,
+    SPLITS,
+    STAGE1_DATASETS,
+    VIDEO_TASK_DATASETS,
+    SyntheticConfig,
+)
 from x2sam_lightning.data.synthetic.scenes import CATEGORIES, make_image_sample, make_video_sample
 from x2sam_lightning.data.synthetic.tasks import OV_CATEGORIES, make_task_sample
+from x2sam_lightning.data.synthetic.video_tasks import make_video_task_sample
 from x2sam_lightning.imports import require
 
 log = logging.getLogger(__name__)
@@ -36,7 +43,7 @@ def index_path(root: str | os.PathLike, dataset: str, split: str) -> Path:
 
 def dataset_categories(dataset: str) -> list[dict[str, Any]]:
     """The category vocabulary of a dataset (the index's ``categories``)."""
-    return OV_CATEGORIES if DATASETS[dataset]["task"] == "img_ovseg" else CATEGORIES
+    return OV_CATEGORIES if DATASETS[dataset]["task"] in ("img_ovseg", "vid_ovseg") else CATEGORIES
 
 
 def media_extension(dataset: str) -> str:
@@ -54,6 +61,8 @@ def make_sample(
         return make_image_sample(index, split, cfg)
     if dataset == "synthetic_vid":
         return make_video_sample(index, split, cfg)
+    if dataset in VIDEO_TASK_DATASETS:
+        return make_video_task_sample(dataset, index, split, cfg)
     return make_task_sample(dataset, index, split, cfg)
 
 
@@ -138,6 +147,9 @@ def generate_synthetic(
     num_train_task_images: int = 2000,
     num_val_task_images: int = 50,
     num_test_task_images: int = 200,
+    num_train_task_videos: int = 200,
+    num_val_task_videos: int = 20,
+    num_test_task_videos: int = 50,
     frames: int = 12,
     fps: float = 8.0,
     images_per_shard: int = 500,
@@ -177,6 +189,9 @@ def generate_synthetic(
         num_train_task_images=num_train_task_images,
         num_val_task_images=num_val_task_images,
         num_test_task_images=num_test_task_images,
+        num_train_task_videos=num_train_task_videos,
+        num_val_task_videos=num_val_task_videos,
+        num_test_task_videos=num_test_task_videos,
         frames=frames,
         fps=fps,
         images_per_shard=images_per_shard,
