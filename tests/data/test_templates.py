@@ -17,7 +17,7 @@ from x2sam_lightning.data.templates import (
 )
 from x2sam_lightning.special_tokens import IMAGE, P_END, P_START, REGION, SEG, VIDEO
 
-SET_KINDS = ("genseg", "ovseg", "intseg", "vgdseg")
+SET_KINDS = ("genseg", "ovseg", "intseg", "objseg", "vgdseg")
 ONE_KINDS = ("refseg", "reaseg")
 
 
@@ -55,9 +55,15 @@ def test_set_questions_wrap_every_condition(task):
 def test_referring_and_reasoning_questions_and_answers():
     text = question("img_refseg", 0, condition=wrap("the right man"))
     assert text == "Please identify and segment <p>the right man</p> in this image."
-    assert question("vid_refseg", 1, condition=wrap("the right man")).startswith(
-        "What is <p>the right man</p> in this video?"
+    # Videos open with the paper's video example (Table 10), the wording evaluation uses; the image one
+    # follows it.
+    assert question("vid_refseg", 0, condition=wrap("the right man")) == (
+        "What is <p>the right man</p> in this video? Please output the corresponding segmentation mask."
     )
+    assert question("vid_refseg", 1, condition=wrap("the right man")) == (
+        "Please identify and segment <p>the right man</p> in this video."
+    )
+    assert len(templates_for("vid_refseg").questions) == len(templates_for("img_refseg").questions)
     assert question("img_reaseg", 0, condition=wrap("What can be used to contact others") + "?") == (
         "<p>What can be used to contact others</p>? Please segment the image."
     )
@@ -74,4 +80,4 @@ def test_referring_and_reasoning_questions_and_answers():
     )
     assert task_kind("vid_gcgseg") == "gcgseg"
     with pytest.raises(KeyError, match="no templates"):
-        templates_for("vid_objseg")
+        templates_for("vid_pose")

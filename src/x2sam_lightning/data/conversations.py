@@ -17,8 +17,12 @@ gcgseg         per_condition     the phrases of the caption, in the answer: ``<p
 intseg         set               one ``<p><region></p>`` per prompted object: 1..N objects, a random prompt
                                  type each, drawn from the masks / every object, the stored prompt of the
                                  requested type
-vgdseg         set               one region per category present, on one of its objects; the targets are
-                                 all objects of that category
+objseg         set               (video) one ``<p><region></p>`` per object: its mask on its first visible
+                                 frame of the clip (frame 0 when it shows there), exactly; the target is
+                                 the whole track / every object, its stored ``mask`` prompt
+vgdseg         set               one region per category present, on one of its objects (on the object's
+                                 first visible frame of the clip, or its stored prompt's frame); the
+                                 targets are all objects of that category, whole tracks for videos
 chat           chat              the sample's own conversation; ``answer`` = the last reply
 =============  ================  ==========================================================================
 
@@ -75,6 +79,7 @@ EVAL_PROMPT_TYPES: dict[str, tuple[str, ...]] = {
     "img_intseg": PROMPT_TYPES,
     "img_vgdseg": ("point", "box"),
     "vid_vgdseg": ("point", "box"),
+    "vid_objseg": ("mask",),  # the first-frame mask (semi-supervised VOS)
 }
 #: Most references (referring / reasoning turns) one training conversation holds.
 MAX_TRAIN_REFERENCES = 3
@@ -377,6 +382,34 @@ def _interactive(ctx: _Context) -> Conversation:
     return _set_conversation(ctx, conditions, [[n] for n in prompted], [-1] * len(prompted), regions)
 
 
+def _object_tracks(ctx: _Context) -> Conversation:
+    """Video object segmentation: every object is prompted by its own mask on its first visible frame of
+    the clip (the first-frame mask of semi-supervised VOS), and its target is the whole track.
+
+    The mask is the object's exact mask, not a blurred one: the benchmark gives the annotation itself.
+    Evaluation renders the stored ``mask`` prompt when its frame is in the clip.
+    """
+    prompted = _promptable(ctx)
+    sample = ctx.sample
+    masks = sample.targets.masks
+    regions = torch.zeros(len(prompted), *masks.shape[1:], dtype=torch.bool)
+    frames = []
+    for r, n in enumerate(prompted):
+        stored = ctx.objects[n].get("prompt") or {}
+        if not ctx.train and "mask" in stored:
+            drawn, t = _region(ctx, n, "mask")
+            regions[r, t] = torch.from_numpy(drawn)
+        else:
+            t = _prompt_frame(ctx, n)
+            regions[r, t] = masks[n, t]
+        frames.append(t)
+    if ctx.prompt_type not in (None, "mask"):
+        raise ctx.fail(f"object segmentation is prompted by masks, not {ctx.prompt_type!r}")
+    conditions = [wrap(REGION)] * len(prompted)
+    objects, labels = [[n] for n in prompted], [-1] * len(prompted)
+    return _set_conversation(ctx, conditions, objects, labels, (regions, frames, "mask"))
+
+
 def _visual_grounded(ctx: _Context) -> Conversation:
     candidates = _promptable(ctx)
     categories = sorted({ctx.labels[n] for n in candidates})
@@ -419,6 +452,7 @@ _BUILDERS = {
     "reaseg": _referring,
     "gcgseg": _grounded_caption,
     "intseg": _interactive,
+    "objseg": _object_tracks,
     "vgdseg": _visual_grounded,
     "chat": _chat,
 }

@@ -3,7 +3,10 @@
 One table serves images and videos: a wording says ``{media}``, which becomes ``image`` for ``img_*``
 tasks and ``video`` for ``vid_*`` tasks, and the table is keyed by the task's kind (the part after the
 prefix: ``refseg``, ``gcgseg``, ...). Index 0 of every list is the paper's wording and the one evaluation
-uses (:data:`EVAL_TEMPLATE`), so scores are reproducible; training draws any.
+uses (:data:`EVAL_TEMPLATE`), so scores are reproducible; training draws any. Where the paper's video
+example differs from its image one (referring: "What is <p>..</p> in this video? ..."), the video table
+opens with it (:data:`VIDEO_EVAL_QUESTION`). ``objseg`` (video object segmentation, first-frame masks as
+regions) has the paper's region wording first, as interactive segmentation has.
 
 Placeholders (filled by :func:`question`):
 
@@ -21,7 +24,7 @@ sample's own question and answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from x2sam_lightning.special_tokens import P_END, P_START, SEG
 
@@ -129,6 +132,17 @@ TEMPLATES: dict[str, TaskTemplates] = {
         ),
         answers=_SET_ANSWERS,
     ),
+    "objseg": TaskTemplates(
+        questions=(
+            "Can you segment the {media} based on the following regions: {conditions}? "
+            "Please output the corresponding segmentation mask.",
+            "Please track the objects marked by these regions through the {media}: {conditions}.",
+            "Could you segment the objects given by {conditions} in every frame of the {media}?",
+            "Follow the objects in the regions {conditions} through the {media} and output their "
+            "segmentation masks.",
+        ),
+        answers=_SET_ANSWERS,
+    ),
     "vgdseg": TaskTemplates(
         questions=(
             "Can you provide segmentation masks for this {media} based on these regions: {conditions}? "
@@ -142,6 +156,11 @@ TEMPLATES: dict[str, TaskTemplates] = {
         answers=_SET_ANSWERS,
     ),
 }
+
+
+#: Where the paper's video example (Table 10) differs from its image one: the index of the question
+#: wording that opens the table for ``vid_*`` tasks (and so is the one evaluation uses for videos).
+VIDEO_EVAL_QUESTION = {"refseg": 1}  # "What is <p>the right man</p> in this video? Please output ..."
 
 
 def task_kind(task: str) -> str:
@@ -162,7 +181,12 @@ def templates_for(task: str) -> TaskTemplates:
     kind = task_kind(task)
     if kind not in TEMPLATES:
         raise KeyError(f"no templates for task {task!r} (kinds with templates: {', '.join(TEMPLATES)})")
-    return TEMPLATES[kind]
+    table = TEMPLATES[kind]
+    first = VIDEO_EVAL_QUESTION.get(kind) if media_word(task) == "video" else None
+    if first:  # the paper's video wording first; the others keep their order
+        questions = (table.questions[first], *table.questions[:first], *table.questions[first + 1 :])
+        table = replace(table, questions=questions)
+    return table
 
 
 def wrap(condition: str) -> str:
@@ -204,6 +228,7 @@ def template_id(task: str, q: int, a: int | None = None) -> str:
 __all__ = [
     "EVAL_TEMPLATE",
     "TEMPLATES",
+    "VIDEO_EVAL_QUESTION",
     "TaskTemplates",
     "answer",
     "media_word",
