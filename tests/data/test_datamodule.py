@@ -171,3 +171,49 @@ def test_stage2_image_mix_composes_and_yields_conversations(tmp_path, tiny_kwarg
     )
     test_keys = [k for b in dm.test_dataloader()[2] for k in b.keys]
     assert len(test_keys) == tiny_kwargs["num_test_task_images"]
+
+
+def test_stage2_image_and_video_mix_generates_and_loads_every_video_task_set(tmp_path, tiny_kwargs):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from x2sam_lightning import cli
+    from x2sam_lightning.data.synthetic import VIDEO_TASK_DATASETS
+    from x2sam_lightning.special_tokens import VIDEO
+
+    sizes = [f"data.synthetic.{k}={v}" for k, v in tiny_kwargs.items() if k not in ("image_size", "datasets")]
+    with initialize_config_dir(str(cli.CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "data=synthetic_tasks",
+                f"paths.data_dir={tmp_path}",
+                "data.image_size=64",
+                "data.clip_length=4",
+                "data.synthetic.workers=1",
+                *sizes,
+            ],
+        )
+    dm = instantiate(cfg.data)
+    video_train = [name for name in VIDEO_TASK_DATASETS if name != "synthetic_vid_ovseg"]
+    assert dm.conversations and set(video_train) < set(dm.train_sources) and len(dm.train_sources) == 14
+    assert [f"{name}_val" for name in VIDEO_TASK_DATASETS] == dm.val_source_names[-7:]
+    assert [f"{name}_test" for name in VIDEO_TASK_DATASETS] == dm.test_source_names[-7:]
+    dm.prepare_data()  # generates every set the mix names, the video task sets among them
+    for name in VIDEO_TASK_DATASETS:
+        assert (tmp_path / "synthetic" / f"{name}-val.index.json").is_file()
+    for name, loader in zip(dm.val_source_names[-7:], dm.val_dataloader()[-7:]):
+        batch = next(iter(loader))
+        assert (
+            batch.source == name and batch.modality == "video" and batch.num_frames == tiny_kwargs["frames"]
+        )
+        assert len(batch.conversations) == batch.batch_size
+        assert batch.conversations[0].messages[0]["content"].startswith(VIDEO + "\n")
+        assert all("tags" in meta for meta in batch.meta)
+    # Training: video batches are clips of clip_length frames with their conversations.
+    seen = set()
+    for batch, _ in zip(dm.train_dataloader(), range(60)):
+        if batch.source in video_train:
+            assert batch.num_frames == 4 and len(batch.conversations) == batch.batch_size
+            seen.add(batch.source)
+    assert seen  # the mix draws the video task sets
