@@ -124,7 +124,8 @@ def _mover(obj: dict[str, Any], rng: np.random.Generator, size: int, frames: int
     hi_y = size - r - max(0.0, dy * travel)
     obj["cx"], obj["cy"] = rng.uniform(lo_x, max(lo_x, hi_x)), rng.uniform(lo_y, max(lo_y, hi_y))
     obj["vx"], obj["vy"] = dx * speed, dy * speed
-    obj["spin"] = rng.uniform(-0.08, 0.08)
+    spin = rng.uniform(-0.08, 0.08)
+    obj["spin"] = 0.0 if direction is None else spin  # "standing still" does not even turn
     obj["motion"] = STILL if direction is None else f"moving {direction}"
 
 
