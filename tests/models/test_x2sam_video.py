@@ -163,3 +163,38 @@ def test_generate_on_a_video_batch(plain, monkeypatch):
     assert out.seg["pred_masks"].shape[2] == 3 and torch.isfinite(out.seg["pred_masks"]).all()
     targets = instance_targets(out.instances, batch)
     assert [t.masks.shape[1] for t in targets] == [3, 3]
+
+
+def test_a_clip_from_the_data_pipeline_trains(plain, tmp_path_factory):
+    """Synthetic video clips decoded, given their conversation and collated as in training: the LLM reads
+    the frames' stored times."""
+    from dataclasses import replace
+
+    from helpers.synthetic import TINY
+
+    from x2sam_lightning.data.collate import collate_samples
+    from x2sam_lightning.data.conversations import build_conversation
+    from x2sam_lightning.data.shards import ClipSampler, iter_source
+    from x2sam_lightning.data.sources import ShardSource
+    from x2sam_lightning.data.synthetic import generate_synthetic
+    from x2sam_lightning.data.transforms import ResizePadNormalize
+
+    root = tmp_path_factory.mktemp("synthetic_video")
+    generate_synthetic(root, **{**TINY, "datasets": ["synthetic_vid"]})
+    source = ShardSource("synthetic_vid", root / "synthetic_vid-val.index.json")
+    samples = list(
+        iter_source(source, ResizePadNormalize(64), ClipSampler(length=3, mode="first"), train=False)
+    )
+    samples = [
+        replace(s, conversation=build_conversation(s, s.task, np.random.default_rng(i), train=True))
+        for i, s in enumerate(samples)
+    ]
+    batch = collate_samples(samples).to("cpu")
+    assert batch.num_frames == 3
+    times = plain.net.llm_frame_times(batch)
+    assert times == [list(s.meta["frame_times"]) for s in samples]
+    plain.train()
+    loss = plain.training_loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    plain.zero_grad()
