@@ -101,3 +101,69 @@ def hand_made_batch(size: int = 64) -> SegBatch:
         categories=[categories] * 3,
         conversations=conversations,
     )
+
+
+def hand_made_video_batch(num_frames: int = 4, size: int = 64, frame_times: bool = True) -> SegBatch:
+    """Two clips of ``num_frames`` frames: referring (per_condition, the object visible on every frame) and
+    visual grounded (set, a box prompt drawn on frame 1, or 0 for a one-frame clip). With ``frame_times``
+    the samples' meta carry the clip's frame times (frames 2, 3, ... of a 5 fps video)."""
+    g = torch.Generator().manual_seed(1)
+    t = num_frames
+    pixels = torch.randn(2, t, 3, size, size, generator=g)
+    masks = torch.zeros(2, t, size, size, dtype=torch.bool)
+    for f in range(t):  # two objects moving right
+        masks[0, f, 4:20, 4 + 4 * f : 20 + 4 * f] = True
+        masks[1, f, 30:50, 20 + 2 * f : 40 + 2 * f] = True
+    targets = TrackTargets(
+        masks,
+        torch.tensor([0, 1]),
+        torch.ones(2, t, dtype=torch.bool),
+        torch.arange(2),
+        torch.zeros(2, dtype=torch.bool),
+    )
+    prompt_frame = min(1, t - 1)
+    regions = torch.zeros(1, t, size, size, dtype=torch.bool)
+    regions[0, prompt_frame] = masks[1, prompt_frame]
+    conversations = [
+        Conversation(
+            [
+                {"role": "user", "content": "<video>What is <p>the red circle</p> in this video?"},
+                {"role": "assistant", "content": "It is <SEG>."},
+            ],
+            "per_condition",
+            [[0]],
+            [-1],
+        ),
+        Conversation(
+            [
+                {
+                    "role": "user",
+                    "content": "<video>Can you segment the video based on the following regions: <p><region></p>?",
+                },
+                {"role": "assistant", "content": "Sure, <SEG>."},
+            ],
+            "set",
+            [[1]],
+            [1],
+            regions=regions,
+            region_frames=[prompt_frame],
+            prompt_type="box",
+        ),
+    ]
+    categories = [{"id": 1, "name": "circle", "isthing": True}, {"id": 2, "name": "square", "isthing": True}]
+    meta = [{"frame_indices": list(range(2, 2 + t))} for _ in range(2)]
+    if frame_times:
+        for m in meta:
+            m["frame_times"] = [i / 5.0 for i in m["frame_indices"]]
+    return SegBatch(
+        pixels,
+        [targets] * 2,
+        torch.tensor([[size, size]] * 2),
+        torch.tensor([[size, size]] * 2),
+        ["v/0", "v/1"],
+        ["vid_refseg", "vid_vgdseg"],
+        "hand_made_video",
+        categories=[categories] * 2,
+        meta=meta,
+        conversations=conversations,
+    )

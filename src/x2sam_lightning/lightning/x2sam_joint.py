@@ -69,6 +69,8 @@ class X2SAMJoint(AccumulatedTraining, L.LightningModule):
         per_condition_eos_coef: no-object class weight of ``per_condition`` instances (one target each:
             referring, reasoning, GCG); None: the criterion's ``eos_coef``, as for ``set`` instances.
         condition_pooling: ``"span"`` (the authors') or ``"inner"`` (see :class:`X2SAM`).
+        video_llm_frames: the most frames of a clip the LLM reads, spread evenly (None: all; see
+            :class:`X2SAM`).
         object_mask_threshold, overlap_threshold: panoptic inference's class-probability and overlap
             thresholds (Mask2Former: 0.8 and 0.8).
         accumulation: per-modality gradient accumulation and clipping (manual optimisation, see
@@ -99,6 +101,7 @@ class X2SAMJoint(AccumulatedTraining, L.LightningModule):
         object_mask_threshold: float = 0.8,
         overlap_threshold: float = 0.8,
         accumulation: ModalityAccumulation | None = None,
+        video_llm_frames: int | None = None,
     ) -> None:
         super().__init__()
         # Plain containers (not Hydra's): hparams go into checkpoints, which load with weights_only=True.
@@ -120,7 +123,9 @@ class X2SAMJoint(AccumulatedTraining, L.LightningModule):
         self.automatic_optimization = False
         self.accumulation = accumulation or ModalityAccumulation()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.net = X2SAM(segmentor, vl_backbone, region_sampler, projector_depth, condition_pooling)
+        self.net = X2SAM(
+            segmentor, vl_backbone, region_sampler, projector_depth, condition_pooling, video_llm_frames
+        )
         self.criterion = criterion
         self.metric_partials = {task: dict(members) for task, members in (metrics or {}).items()}
         self.evaluator = Evaluator(

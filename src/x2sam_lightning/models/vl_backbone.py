@@ -8,7 +8,9 @@ What this wrapper adds to the plain model, and nothing else:
   the new tokens' embedding rows trainable (peft ``trainable_token_indices``);
 - region features spliced in at the ``<region>`` tokens (an embedding hook, so ``forward`` and ``generate``
   keep transformers' own M-RoPE and vision paths);
-- the vision inputs from the segmentation batch (:mod:`x2sam_lightning.models.vision_inputs`).
+- the vision inputs from the segmentation batch (:mod:`x2sam_lightning.models.vision_inputs`): images as
+  ``pixel_values`` / ``image_grid_thw``, clips of several frames as ``pixel_values_videos`` /
+  ``video_grid_thw`` in ``Qwen3VLVideoProcessor``'s layout.
 
 The same class loads the paper's Qwen3-VL-4B-Instruct folder and the tiny random folder the package
 builds (:mod:`x2sam_lightning.models.tiny_qwen3vl`); ``create_tiny`` builds the latter on first use. Nothing
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from x2sam_lightning.models.tiny_qwen3vl import ensure_tiny_qwen3vl, folder_digest
-from x2sam_lightning.models.vision_inputs import VisionInputSpec, vision_inputs
+from x2sam_lightning.models.vision_inputs import VisionInputSpec, video_inputs, vision_inputs
 from x2sam_lightning.special_tokens import ADDED_TOKENS, REGION
 
 #: LoRA targets: the LLM's attention and MLP projections. The vision tower uses ``qkv``/``proj``/
@@ -103,6 +105,12 @@ class VLBackbone(nn.Module):
         for name in (*PROMPT_ONLY_TOKENS, "<|im_end|>"):
             self.token_ids[name] = self.tokenizer.convert_tokens_to_ids(name)
         self.vision_spec = _vision_spec(path, model.config, image_size)
+        for name, key in (("<|image_pad|>", "image_token_id"), ("<|video_pad|>", "video_token_id")):
+            if self.token_ids[name] != getattr(model.config, key):
+                raise ValueError(
+                    f"{path}: the tokenizer's {name} is id {self.token_ids[name]}, the model's {key} is "
+                    f"{getattr(model.config, key)}: tokenizer and model do not belong together"
+                )
 
         if lora is not None and not freeze_llm:
             raise ValueError(
@@ -161,8 +169,15 @@ class VLBackbone(nn.Module):
         patches, grid = vision_inputs(pixel_values.float(), self.vision_spec)
         return patches.to(self.qwen.model.visual.dtype), grid
 
+    def video_inputs(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, T, 3, S, S]`` SAM-normalised clips -> Qwen ``pixel_values_videos`` and ``video_grid_thw``
+        (see vision_inputs)."""
+        patches, grid = video_inputs(pixel_values.float(), self.vision_spec)
+        return patches.to(self.qwen.model.visual.dtype), grid
+
     def image_tokens(self, side: int) -> int:
-        """``<|image_pad|>`` tokens one ``side x side`` image becomes."""
+        """``<|image_pad|>`` tokens one ``side x side`` image becomes (and ``<|video_pad|>`` tokens per
+        temporal patch of a video of such frames)."""
         return self.vision_spec.tokens_per_image(side)
 
     @contextlib.contextmanager
@@ -198,12 +213,15 @@ class VLBackbone(nn.Module):
         image_grid_thw: Tensor | None = None,
         region_positions: Tensor | None = None,
         region_features: Tensor | None = None,
+        pixel_values_videos: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """One teacher-forced pass.
 
         Args:
             input_ids, attention_mask, mm_token_type_ids: ``[B, L]`` (right padded).
             pixel_values, image_grid_thw: Qwen patches of every image (see :meth:`vision_inputs`).
+            pixel_values_videos, video_grid_thw: Qwen patches of every video (see :meth:`video_inputs`).
             region_positions: ``[B, L]`` bool where ``<region>`` tokens are.
             region_features: ``[num region tokens, hidden]`` spliced there.
 
@@ -217,6 +235,8 @@ class VLBackbone(nn.Module):
                 mm_token_type_ids=mm_token_type_ids,
                 pixel_values=pixel_values,
                 image_grid_thw=image_grid_thw,
+                pixel_values_videos=pixel_values_videos,
+                video_grid_thw=video_grid_thw,
                 output_hidden_states=True,
                 use_cache=False,
             )
@@ -233,18 +253,31 @@ class VLBackbone(nn.Module):
         region_positions: Tensor | None = None,
         region_features: Tensor | None = None,
         max_new_tokens: int = 64,
+        pixel_values_videos: Tensor | None = None,
+        video_grid_thw: Tensor | None = None,
     ) -> Tensor:
         """Greedy decoding of the reply (inputs left padded); returns the new tokens ``[B, N]``, padded with
         ``<|endoftext|>`` after each sequence's ``<|im_end|>``. Placeholders and turn starts
         (:data:`PROMPT_ONLY_TOKENS`) are never generated."""
         eos = self.token_ids["<|im_end|>"]
+        # generate() encodes every modality whose pixels it is given as a key, even a None: pass only those
+        # there are.
+        vision = {
+            k: v
+            for k, v in (
+                ("pixel_values", pixel_values),
+                ("image_grid_thw", image_grid_thw),
+                ("pixel_values_videos", pixel_values_videos),
+                ("video_grid_thw", video_grid_thw),
+            )
+            if v is not None
+        }
         with self.regions_spliced(region_positions, region_features):
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 mm_token_type_ids=mm_token_type_ids,
-                pixel_values=pixel_values,
-                image_grid_thw=image_grid_thw,
+                **vision,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 no_repeat_ngram_size=self.no_repeat_ngram_size,
@@ -288,6 +321,7 @@ def _init_new_rows(model: nn.Module, added: int) -> None:
 
 
 def _vision_spec(path: Path, config: Any, image_size: int | None) -> VisionInputSpec:
+    """The tower's geometry from the config, its statistics from the saved image (and video) processor."""
     vision = config.vision_config
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     processor_file = path / "preprocessor_config.json"
@@ -295,6 +329,12 @@ def _vision_spec(path: Path, config: Any, image_size: int | None) -> VisionInput
         processor = json.loads(processor_file.read_text())
         mean = tuple(processor.get("image_mean", mean))
         std = tuple(processor.get("image_std", std))
+    video_mean = video_std = None
+    video_file = path / "video_preprocessor_config.json"
+    if video_file.is_file():
+        processor = json.loads(video_file.read_text())
+        video_mean = tuple(processor["image_mean"]) if "image_mean" in processor else None
+        video_std = tuple(processor["image_std"]) if "image_std" in processor else None
     return VisionInputSpec(
         patch_size=int(vision.patch_size),
         merge_size=int(vision.spatial_merge_size),
@@ -302,4 +342,6 @@ def _vision_spec(path: Path, config: Any, image_size: int | None) -> VisionInput
         image_mean=mean,
         image_std=std,
         image_size=image_size,
+        video_mean=video_mean,
+        video_std=video_std,
     )

@@ -17,10 +17,20 @@ evaluation only against its own sample's, so a score does not depend on the batc
 Condition embedding = mean of the projected hidden states over the ``<p> .. </p>`` span (tags included, as
 the authors do; or the tokens inside it, ``condition_pooling="inner"``); the ``<SEG>`` prompt = the projected
 hidden state at the ``<SEG>`` token (X-SAM's choice: project, then pool).
+
+Images and videos: the mask encoder and decoder read all ``T`` frames of the batch (``[B, T, ...]``). The
+LLM reads a *video* when it is given more than one frame: the clip's frames (or ``video_llm_frames`` of
+them, spread evenly) as Qwen3-VL ``pixel_values_videos``, the ``<video>`` marker expanded with each
+temporal patch's time (``frame_times`` of the sample's meta, else its ``frame_indices`` / 24 fps, as
+``Qwen3VLProcessor`` assumes without metadata). One frame (an image, or a one-frame clip) goes the image
+path: a Qwen3-VL video of one frame is that frame repeated to fill a temporal patch, the very pixels of
+the image path, so the image path only drops the timestamp and the outer vision tokens. Region prompts
+are sampled on the mask-encoder features of their prompt frame, whichever frames the LLM reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +46,9 @@ from x2sam_lightning.models.segmentor import Segmentor
 from x2sam_lightning.models.vl_backbone import VLBackbone
 from x2sam_lightning.special_tokens import P_END, P_START, REGION, SEG
 from x2sam_lightning.types import Conversation, SegBatch, TrackTargets
+
+#: Frame rate assumed for a clip whose frames carry no times (``Qwen3VLProcessor``'s assumption too).
+DEFAULT_FPS = 24.0
 
 
 @dataclass
@@ -95,6 +108,10 @@ class X2SAM(nn.Module):
             LLM's tag states barely depend on the words between them, so with ``"span"`` the conditions
             of a category list come out nearly parallel (cosine 0.87-0.98 measured on the tiny preset)
             and the cosine classifier cannot tell them apart.
+        video_llm_frames: the most frames of a clip the LLM reads (spread evenly over the clip, first and
+            last included); None: every frame. The decoder always reads every frame. The paper's clips:
+            8 frames for video segmentation, 16 over the whole video for video GCG, up to 64 for video
+            chat (the data side cuts them; this caps what the LLM sees of any of them).
     """
 
     def __init__(
@@ -104,11 +121,15 @@ class X2SAM(nn.Module):
         region_sampler: RegionSampler,
         projector_depth: int = 2,
         condition_pooling: str = "span",
+        video_llm_frames: int | None = None,
     ) -> None:
         super().__init__()
         if condition_pooling not in ("span", "inner"):
             raise ValueError(f"condition_pooling must be 'span' or 'inner', not {condition_pooling!r}")
+        if video_llm_frames is not None and int(video_llm_frames) < 1:
+            raise ValueError(f"video_llm_frames must be at least 1 (or None: all), not {video_llm_frames}")
         self.condition_pooling = condition_pooling
+        self.video_llm_frames = None if video_llm_frames is None else int(video_llm_frames)
         self.segmentor = segmentor
         self.vl_backbone = vl_backbone
         self.region_sampler = region_sampler
@@ -139,14 +160,60 @@ class X2SAM(nn.Module):
                 self.vl_backbone.tokenizer,
                 self.vl_backbone.image_tokens(image_side),
                 self.region_sampler.tokens_per_region,
+                self.vl_backbone.vision_spec.temporal_patch_size,
             )
         return self._encoders[image_side]
 
     def encode_conversations(
-        self, conversations: list[Conversation], image_side: int, generation_prompt: bool = False
+        self,
+        conversations: list[Conversation],
+        image_side: int,
+        generation_prompt: bool = False,
+        frame_times: Sequence[Sequence[float]] | None = None,
     ) -> list[EncodedChat]:
+        """Encode each conversation; ``frame_times`` (per sample, the seconds of the frames the LLM reads,
+        see :meth:`llm_frame_times`) makes ``<video>`` a video; None reads the frames as an image."""
         encoder = self.chat_encoder(image_side)
-        return [encoder.encode(c, generation_prompt=generation_prompt) for c in conversations]
+        times = frame_times if frame_times is not None else [None] * len(conversations)
+        return [
+            encoder.encode(c, generation_prompt=generation_prompt, frame_times=t)
+            for c, t in zip(conversations, times, strict=True)
+        ]
+
+    # -- frames for the LLM ----------------------------------------------------------------------------
+
+    def llm_frames(self, num_frames: int) -> list[int]:
+        """Indices of the clip's frames the LLM reads: all, or ``video_llm_frames`` spread evenly (first
+        and last included, as ``Qwen3VLVideoProcessor.sample_frames`` spreads them)."""
+        keep = self.video_llm_frames
+        if keep is None or num_frames <= keep:
+            return list(range(num_frames))
+        if keep == 1:
+            return [0]
+        step = (num_frames - 1) / (keep - 1)
+        return [round(i * step) for i in range(keep)]
+
+    def llm_frame_times(self, batch: SegBatch) -> list[list[float]] | None:
+        """Per sample, the seconds of the frames the LLM reads; None when it reads one frame (an image).
+
+        From the sample's ``meta["frame_times"]`` (the clip's frames, as the data pipeline keeps them),
+        else its ``meta["frame_indices"]`` at :data:`DEFAULT_FPS`, else the frame's place in the clip at
+        :data:`DEFAULT_FPS`.
+        """
+        frames = self.llm_frames(batch.num_frames)
+        if len(frames) < 2:
+            return None
+        out = []
+        for b in range(batch.batch_size):
+            meta = batch.meta[b] if b < len(batch.meta) else {}
+            times = meta.get("frame_times")
+            if times is None or len(times) != batch.num_frames:
+                indices = meta.get("frame_indices")
+                if indices is None or len(indices) != batch.num_frames:
+                    indices = range(batch.num_frames)
+                times = [float(i) / DEFAULT_FPS for i in indices]
+            out.append([float(times[i]) for i in frames])
+        return out
 
     # -- pieces ----------------------------------------------------------------------------------------
 
@@ -305,7 +372,9 @@ class X2SAM(nn.Module):
         if features is None:
             features = self.segmentor.encode(batch.pixel_values)
         if chats is None:
-            chats = self.encode_conversations(batch.conversations, side)
+            chats = self.encode_conversations(
+                batch.conversations, side, frame_times=self.llm_frame_times(batch)
+            )
         tokens, inputs = self._llm_inputs(batch, chats, features, generator)
         logits, hidden = self.vl_backbone(**inputs)
         labels = tokens["labels"]
@@ -341,7 +410,9 @@ class X2SAM(nn.Module):
         """
         side = batch.pixel_values.shape[-1]
         features = self.segmentor.encode(batch.pixel_values)
-        prompts = self.encode_conversations(batch.conversations, side, generation_prompt=True)
+        prompts = self.encode_conversations(
+            batch.conversations, side, generation_prompt=True, frame_times=self.llm_frame_times(batch)
+        )
         _, inputs = self._llm_inputs(batch, prompts, features, generator, left_padded=True)
         new = self.vl_backbone.generate(**inputs, max_new_tokens=max_new_tokens)
         eos = self.vl_backbone.token_ids["<|im_end|>"]
@@ -380,19 +451,27 @@ class X2SAM(nn.Module):
         generator: torch.Generator | None,
         left_padded: bool = False,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor | None]]:
-        """Padded tokens and the VLM's keyword inputs: ids, masks, Qwen patches and the region tokens."""
+        """Padded tokens and the VLM's keyword inputs: ids, masks, Qwen patches (of an image, or of a
+        video when the LLM reads several frames) and the region tokens."""
         padded = pad_batch(chats, self.pad_id, left=left_padded)
         tokens = {k: v.to(batch.pixel_values.device) for k, v in padded.items()}
-        pixel_values, grid = self.vl_backbone.vision_inputs(batch.pixel_values[:, 0])
-        inputs = {
+        inputs: dict[str, Tensor | None] = {
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
             "mm_token_type_ids": tokens["mm_token_type_ids"],
-            "pixel_values": pixel_values,
-            "image_grid_thw": grid,
-            "region_positions": tokens["input_ids"] == self.region_id,
-            "region_features": self.region_tokens(features, batch.conversations, batch.num_frames, generator),
         }
+        frames = self.llm_frames(batch.num_frames)
+        if len(frames) > 1:
+            clip = batch.pixel_values if len(frames) == batch.num_frames else batch.pixel_values[:, frames]
+            inputs["pixel_values_videos"], inputs["video_grid_thw"] = self.vl_backbone.video_inputs(clip)
+        else:
+            inputs["pixel_values"], inputs["image_grid_thw"] = self.vl_backbone.vision_inputs(
+                batch.pixel_values[:, frames[0]]
+            )
+        inputs["region_positions"] = tokens["input_ids"] == self.region_id
+        inputs["region_features"] = self.region_tokens(
+            features, batch.conversations, batch.num_frames, generator
+        )
         return tokens, inputs
 
     @property
