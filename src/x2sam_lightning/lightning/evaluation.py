@@ -8,6 +8,11 @@ media's resolution, as the official scorers do: evaluation streams carry the gro
 padding, bilinear, then thresholded). A batch without original masks is scored inside the un-padded
 content at the model input size.
 
+Videos are scored as tracks: every output is ``[.., T, H, W]`` and a video metric (J&F, VPQ, mVC, video AP,
+V-VGD AP) gets the frames annotated for every object of the sample
+(:meth:`~x2sam_lightning.types.TrackTargets.annotated_frames`; schema 2's ``null``), as the official scorers
+see only annotated frames. Images are ``T = 1``: the same code, frame 0.
+
 Each task's metrics form a :class:`~x2sam_lightning.metrics.factory.TaskMetricCollection` built from
 ``conf/model/metrics`` (one member per name; visual-prompt tasks have one member per prompt type, chosen
 by ``Conversation.prompt_type``).
@@ -89,6 +94,7 @@ class Evaluator:
             "reaseg": self.referring,
             "gcgseg": self.gcg,
             "intseg": self.interactive,
+            "objseg": self.interactive,
             "vgdseg": self.visual_grounding,
             "chat": self.chat,
         }
@@ -131,6 +137,20 @@ class Evaluator:
             return target.original_masks
         h, w = (int(v) for v in batch.image_sizes[b])
         return target.masks[..., :h, :w]
+
+    @staticmethod
+    def _frames(batch: SegBatch, b: int) -> Tensor:
+        """Indices of the frames sample ``b`` is scored on: frame 0 of an image; the frames of a video
+        annotated for every object (all of them in fully annotated data)."""
+        if not batch.tasks[b].startswith("vid_"):
+            return torch.zeros(1, dtype=torch.long)
+        return torch.nonzero(batch.targets[b].annotated_frames().cpu()).flatten()
+
+    def _scored(self, batch: SegBatch, b: int, masks: Tensor) -> Tensor:
+        """``masks [..., T, h, w]`` on the scored frames: ``[..., h, w]`` for an image (its one frame),
+        ``[..., F, h, w]`` for a video (a track over its annotated frames)."""
+        picked = masks.index_select(-3, self._frames(batch, b).to(masks.device))
+        return picked if batch.tasks[b].startswith("vid_") else picked.squeeze(-3)
 
     def _own_masks(self, batch: SegBatch, out: X2SAMOutput) -> dict[tuple[int, int], Tensor]:
         """``(sample, condition) -> mask [T, h, w]`` of every per-condition instance (best query)."""
@@ -182,19 +202,21 @@ class Evaluator:
     def generic(
         self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
     ) -> None:
-        """Panoptic, semantic and instance outputs of the one ``set`` instance per sample."""
+        """Panoptic, semantic and instance outputs of the one ``set`` instance per sample; on videos the
+        same per frame, a query being one track over the clip (tube ids for VPQ, tracks for video AP)."""
         for b, conversation in enumerate(batch.conversations):
             categories = batch.categories[b]
             to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
             target = batch.targets[b]
-            gt_masks = self._targets(batch, b)[:, 0]  # [N, h, w]
-            h, w = gt_masks.shape[-2:] if gt_masks.shape[0] else self._empty(batch, b).shape[-2:]
-            gt_ids = torch.zeros(h, w, dtype=torch.long)
-            gt_semantic = torch.full((h, w), 255, dtype=torch.long)
+            frames = self._frames(batch, b)
+            gt_masks = self._targets(batch, b)[:, frames.to(target.masks.device)].cpu()  # [N, F, h, w]
+            shape = gt_masks.shape[-2:] if gt_masks.shape[0] else self._empty(batch, b).shape[-2:]
+            gt_ids = torch.zeros(len(frames), *shape, dtype=torch.long)
+            gt_semantic = torch.full((len(frames), *shape), 255, dtype=torch.long)
             gt_segments = []
             for n in range(len(target)):
-                gt_ids[gt_masks[n].cpu()] = n + 1
-                gt_semantic[gt_masks[n].cpu()] = int(target.labels[n])
+                gt_ids[gt_masks[n]] = n + 1
+                gt_semantic[gt_masks[n]] = int(target.labels[n])
                 gt_segments.append(
                     {
                         "id": n + 1,
@@ -205,45 +227,53 @@ class Evaluator:
             index = self._set_instance(out, b)
             if index is None:
                 # No <SEG> in the reply: no segment, no detection, and every labelled pixel wrong.
-                pred_ids, pred_segments = torch.zeros(h, w, dtype=torch.long), []
+                pred_ids, pred_segments = torch.zeros_like(gt_ids), []
                 pred_semantic = (gt_semantic + 1) % max(len(categories), 1)
                 detections = {"scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
-                detections["masks"] = torch.zeros(0, h, w, dtype=torch.bool)
+                detections["masks"] = torch.zeros(0, *gt_ids.shape, dtype=torch.bool)
             else:
                 k = len(conversation.condition_labels)
-                logits, masks = self._prompt_logits(out, index, k), self._instance_masks(batch, out, index)
+                logits = self._prompt_logits(out, index, k)
+                masks = self._instance_masks(batch, out, index)
+                masks = masks[:, frames.to(masks.device)]
                 is_thing = [bool(categories[int(c)].get("isthing", True)) for c in to_category]
                 ids, segments = panoptic_inference(
                     logits, masks, is_thing, self.class_loss, **self.panoptic_thresholds
                 )
-                pred_ids = ids[0].cpu()
+                pred_ids = ids.cpu()
                 pred_segments = [
                     {"id": s["id"], "category_id": categories[int(to_category[s["label"]])]["id"]}
                     for s in segments
                 ]
-                pred_semantic = to_category[semantic_inference(logits, masks, self.class_loss)[0].cpu()]
+                pred_semantic = to_category[semantic_inference(logits, masks, self.class_loss).cpu()]
                 detections = instance_detections(logits, masks, self.top_k, self.class_loss)
                 detections = {
                     "scores": detections["scores"].cpu(),
                     "labels": to_category[detections["labels"].cpu()],
-                    "masks": detections["masks"][:, 0].cpu(),
+                    "masks": detections["masks"].cpu(),
                 }
+            gt_labels, gt_iscrowd = target.labels.cpu(), target.iscrowd.cpu()
             for name, metric in metrics.items(keep_base=True, copy_state=False):
                 kind = type(metric).__name__
                 if kind == "PanopticQuality":
+                    metric.update(pred_ids[0], gt_ids[0], pred_segments, gt_segments)
+                elif kind == "VideoPanopticQuality":
                     metric.update(pred_ids, gt_ids, pred_segments, gt_segments)
-                elif kind == "MeanIoU":
+                elif kind in ("MeanIoU", "VideoConsistency"):
                     metric.update(pred_semantic, gt_semantic)
                 elif kind == "MaskAP":
                     metric.update(
-                        [detections],
-                        [
-                            {
-                                "masks": gt_masks.cpu(),
-                                "labels": target.labels.cpu(),
-                                "iscrowd": target.iscrowd.long().cpu(),
-                            }
-                        ],
+                        [{**detections, "masks": detections["masks"][:, 0]}],
+                        [{"masks": gt_masks[:, 0], "labels": gt_labels, "iscrowd": gt_iscrowd.long()}],
+                    )
+                elif kind == "YouTubeVISAveragePrecision":
+                    metric.update(
+                        detections["masks"],
+                        detections["scores"],
+                        detections["labels"],
+                        gt_masks,
+                        gt_labels,
+                        gt_iscrowd,
                     )
                 else:
                     raise TypeError(
@@ -257,12 +287,15 @@ class Evaluator:
 
         Pixels of the sample's ``iscrowd`` objects (ReasonSeg's "ignore" regions) are left out of both the
         prediction and the target, as the benchmark's scorer (LISA, ignore label 255) leaves them out.
+        A video's expressions are one update (J&F averages expressions; videos may differ in length).
         """
         own = self._own_masks(batch, out)
         preds, targets, said_none = [], [], []
         for b, conversation in enumerate(batch.conversations):
             crowd = torch.nonzero(batch.targets[b].iscrowd).flatten().tolist()
             keep = ~self._union(batch, b, crowd) if crowd else None
+            frames = self._frames(batch, b).to(batch.targets[b].masks.device)
+            sample_preds, sample_targets = [], []
             for k, objects in enumerate(conversation.condition_objects):
                 pred = own.get((b, k))
                 said_none.append(pred is None)
@@ -270,8 +303,15 @@ class Evaluator:
                 target = self._union(batch, b, objects)
                 if keep is not None:
                     pred, target = pred & keep, target & keep
-                preds.append(pred)
-                targets.append(target)
+                sample_preds.append(pred[frames.to(pred.device)])
+                sample_targets.append(target[frames])
+            if batch.tasks[b].startswith("vid_") and sample_preds:
+                pred, target = torch.stack(sample_preds).cpu(), torch.stack(sample_targets).cpu()
+                for metric in metrics.values():
+                    metric.update(pred, target.long())
+            else:
+                preds += sample_preds
+                targets += sample_targets
         if not preds:
             return
         pred, target = torch.stack(preds).cpu(), torch.stack(targets).cpu()
@@ -298,12 +338,10 @@ class Evaluator:
             # The reply generation writes is the last one (earlier turns are context).
             reference = [m["content"] for m in conversation.messages if m["role"] == "assistant"][-1]
             ref_phrases = _phrases(reference)
-            pred_masks.append(torch.stack(masks)[:, 0].cpu() if masks else self._empty(batch, b)[:0, 0].cpu())
-            target_masks.append(
-                torch.stack([self._union(batch, b, objs)[0] for objs in conversation.condition_objects]).cpu()
-                if conversation.condition_objects
-                else self._empty(batch, b)[:0, 0].cpu()
-            )
+            empty = self._scored(batch, b, self._empty(batch, b)[None])[:0].cpu()
+            pred_masks.append(self._scored(batch, b, torch.stack(masks)).cpu() if masks else empty)
+            targets = [self._union(batch, b, objs) for objs in conversation.condition_objects]
+            target_masks.append(self._scored(batch, b, torch.stack(targets)).cpu() if targets else empty)
             pred_phrases.append(phrases)
             target_phrases.append(ref_phrases)
             pred_captions.append(_strip_markers(reply))
@@ -316,34 +354,38 @@ class Evaluator:
     def interactive(
         self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
     ) -> None:
-        """One mask per visual prompt: the query most confident in that region's condition."""
+        """One mask per visual prompt: the query most confident in that region's condition (interactive
+        segmentation; on videos, object segmentation: the query's track over the clip)."""
         for b, conversation in enumerate(batch.conversations):
             index = self._set_instance(out, b)
             conditions = range(len(conversation.condition_objects))
+            if not conditions:
+                continue
             if index is None:
-                preds = [self._empty(batch, b)[0] for _ in conditions]
+                preds = self._empty(batch, b)[None].expand(len(conditions), -1, -1, -1)
             else:
                 logits = self._prompt_logits(out, index, len(conversation.condition_objects))
                 queries = [best_query(logits, k, self.class_loss)[0] for k in conditions]
-                preds = list(self._instance_masks(batch, out, index, queries)[:, 0] > 0) if queries else []
-            targets = [self._union(batch, b, objects)[0] for objects in conversation.condition_objects]
-            if preds:
-                metric = self._member(metrics, conversation.prompt_type)
-                metric.update(torch.stack(preds).cpu(), torch.stack(targets).long().cpu())
+                preds = self._instance_masks(batch, out, index, queries) > 0
+            targets = torch.stack(
+                [self._union(batch, b, objects) for objects in conversation.condition_objects]
+            )
+            metric = self._member(metrics, conversation.prompt_type)
+            metric.update(self._scored(batch, b, preds).cpu(), self._scored(batch, b, targets).long().cpu())
 
     def visual_grounding(
         self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
     ) -> None:
-        """Detections of each prompted region's category against every instance of the image."""
+        """Detections of each prompted region's category against every instance of the image (of the
+        video: tracks)."""
         for b, conversation in enumerate(batch.conversations):
             target = batch.targets[b]
             to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
             index = self._set_instance(out, b)
-            gt = self._targets(batch, b)[:, 0].cpu()
+            gt = self._scored(batch, b, self._targets(batch, b)).cpu()
             if index is None:
-                h, w = gt.shape[-2:]
                 masks, scores, labels = (
-                    torch.zeros(0, h, w, dtype=torch.bool),
+                    torch.zeros(0, *gt.shape[1:], dtype=torch.bool),
                     torch.zeros(0),
                     torch.zeros(0).long(),
                 )
@@ -355,7 +397,7 @@ class Evaluator:
                     self.class_loss,
                 )
                 masks, scores, labels = (
-                    det["masks"][:, 0].cpu(),
+                    self._scored(batch, b, det["masks"]).cpu(),
                     det["scores"].cpu(),
                     to_category[det["labels"].cpu()],
                 )
