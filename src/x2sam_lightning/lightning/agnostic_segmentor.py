@@ -179,12 +179,17 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         evaluator = self._video_evaluators.get(id(video_metric))
         if evaluator is not None:
             evaluator.reset()
-        # Each protocol logs when its sources were evaluated (image sources, video sources or both).
-        if metric.update_count or not video_metric.update_count:
+        # Each protocol logs when its sources were evaluated (image sources, video sources or both), decided
+        # from the datamodule's sources where there is one: the same on every process (compute syncs).
+        modalities = self._evaluated_modalities(stage)
+        if modalities is None:
+            modalities = {"video"} if video_metric.update_count else set()
+            modalities |= {"image"} if metric.update_count or not modalities else set()
+        if "image" in modalities:
             values = metric.compute()
             for name, key in VAL_METRICS.items():
                 self.log(f"{stage}/{name}", values[key].float(), prog_bar=name == "ap50", sync_dist=False)
-        if video_metric.update_count:
+        if "video" in modalities:
             values = video_metric.compute()
             for name, key in VIDEO_METRICS.items():
                 self.log(
@@ -192,6 +197,14 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
                 )
         metric.reset()
         video_metric.reset()
+
+    def _evaluated_modalities(self, stage: str) -> set[str] | None:
+        """Modalities of the sources ``stage`` reads, from the datamodule (None without one)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        sources = getattr(datamodule, "val_sources" if stage == "val" else "test_sources", None)
+        if not sources:
+            return None
+        return {getattr(source, "modality", "image") for source in sources.values()}
 
     def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class-agnostic proposals per sample at the source resolution (see ``inference.writer``)."""
