@@ -231,13 +231,13 @@ class FrameWriter:
     ``{"key", "video", "num_frames", "height", "width", "fps"}``.
 
     Args:
-        path: the ``.jsonl`` file (parent folders are made; an existing file is appended to).
+        path: the ``.jsonl`` file (parent folders are made; an existing file is replaced).
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("a")
+        self._handle = self.path.open("w")
 
     def header(self, key: str, video: VideoFile) -> None:
         record = {
