@@ -34,7 +34,8 @@ verbs:
   fit        train (stage 1: +experiment=agnostic; stage 2: +experiment=joint_image)
   validate   evaluate on the validation sources (ckpt_path=... to load a checkpoint)
   test       evaluate a checkpoint on the test sources and write a results table (markdown + JSON)
-  predict    write predicted masks (COCO RLE, JSON lines) for the predict sources
+  predict    write predicted masks (COCO RLE, JSON lines) for the predict sources, or for one video file
+             of any length (predict.video=clip.mp4: streamed, one line per frame)
 
 experiments: {experiments}
 
@@ -227,12 +228,55 @@ def run_test(cfg: Any) -> dict[str, float]:
 
 
 def run_predict(cfg: Any) -> dict[str, float]:
+    if cfg.get("predict") and cfg.predict.get("video"):
+        return predict_video(cfg)
     shapes = _checkpoint_of(cfg)
     datamodule, module, trainer = build_run(cfg)
     _warn_without_checkpoint(cfg)
     _check_fits(cfg, shapes, module)
     trainer.predict(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), return_predictions=False)
     return {}
+
+
+def predict_video(cfg: Any) -> dict[str, float]:
+    """``predict predict.video=PATH``: stream one video file through the model (stage 1 or stage 2), one
+    JSON line per frame written as it is segmented (``inference/video_predictor.py``)."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from x2sam_lightning.inference.video_predictor import VideoPredictor
+    from x2sam_lightning.lightning.checkpoints import load_checkpoint
+
+    options = cfg.predict
+    shapes = _checkpoint_of(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    module = instantiate(cfg.model)
+    _warn_without_checkpoint(cfg)
+    _check_fits(cfg, shapes, module)
+    if cfg.get("ckpt_path"):
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        if hasattr(module, "load_trained"):  # stage 2 saves its trained parts only
+            module.load_trained(checkpoint)
+        else:
+            module.load_state_dict(checkpoint["state_dict"])
+    device = "cuda" if cfg.trainer.get("accelerator") == "gpu" else "cpu"
+    predictor = VideoPredictor(
+        module,
+        int(cfg.data.image_size),
+        device=device,
+        score_threshold=float(options.score_threshold),
+        language_frames=int(options.language_frames),
+    )
+    video = Path(options.video)
+    output = Path(options.output or Path(cfg.paths.run_dir) / "predictions" / f"{video.stem}.frames.jsonl")
+    prompts = OmegaConf.to_container(options.prompts, resolve=True) if options.get("prompts") else []
+    frames = predictor.write_video(
+        video, output, text=options.get("text"), prompts=prompts, chunk_frames=int(options.chunk_frames)
+    )
+    if _is_first_process():
+        print(f"{frames} frames of {video} segmented: {output}")
+    return {"predict/frames": float(frames)}
 
 
 VERBS: dict[str, Callable[[Any], dict[str, float]]] = {
@@ -257,9 +301,13 @@ def _warn_without_checkpoint(cfg: Any) -> None:
 
 def _one_line_code(error: BaseException) -> int | None:
     """Exit code of an error reported as one line (no traceback unless ``HYDRA_FULL_ERROR=1``), else None:
-    2 for a checkpoint that cannot be used, 1 for bad data (``SampleError`` and its subclasses)."""
+    2 for a checkpoint that cannot be used, 1 for bad data (``SampleError`` and its subclasses, a video file
+    that cannot be read, a prompt that does not fit the video)."""
     if isinstance(error, CheckpointError):
         return 2
+    video = sys.modules.get("x2sam_lightning.inference.video_stream")  # imported by predict on a video
+    if video is not None and isinstance(error, (video.VideoReadError, video.PromptError)):
+        return 1
     data = sys.modules.get("x2sam_lightning.data.errors")  # not imported: no data error was raised
     if data is not None and isinstance(error, data.SampleError):
         return 1

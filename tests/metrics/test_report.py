@@ -9,8 +9,8 @@ from x2sam_lightning.metrics.report import HEADLINE_METRICS, headline_row, write
 
 
 def test_every_task_has_headline_metrics():
-    # every benchmark task, plus stage 1's class-agnostic row
-    assert set(HEADLINE_METRICS) == set(known_tasks()) | {"agnostic_seg"}
+    # every benchmark task, plus stage 1's class-agnostic rows (images, videos)
+    assert set(HEADLINE_METRICS) == set(known_tasks()) | {"agnostic_seg", "agnostic_vid"}
 
 
 def test_headline_row_percent_one_decimal_and_key_matching():

@@ -52,7 +52,11 @@ class SegDataModule(pl.LightningDataModule):
         clip_length: frames per training clip.
         clip_stride: step between training clip frames (evaluation reads every stored frame).
         eval_max_frames: evaluation reads whole videos; a longer one stops it with
-            :class:`~x2sam_lightning.data.shards.VideoTooLong` (never scored on a cut video).
+            :class:`~x2sam_lightning.data.shards.VideoTooLong` (never scored on a cut video). Not used
+            with ``eval_chunk_frames``.
+        eval_chunk_frames: read evaluation videos this many frames at a time, each chunk a batch of its
+            own with its place in the video in ``meta[0]["stream"]`` (``data/video_chunks.py``): videos of
+            any length, bounded memory, for a module that streams them (stage 1). None: whole videos.
         temperature: mixing temperature ``t`` (repeat factor ``max(1, sqrt(t / f_d))``).
         seed: mixing / shuffling seed (independent of the global seed; identical on every rank).
         shuffle_buffer: per-source training shuffle buffer (samples).
@@ -93,6 +97,7 @@ class SegDataModule(pl.LightningDataModule):
         conversations: bool = False,
         eval_on_error: OnError = "raise",
         epoch_samples: int | None = None,
+        eval_chunk_frames: int | None = None,
     ) -> None:
         super().__init__()
         # A source set to null in a config (``train_sources.synthetic_vid: null``) is switched off.
@@ -120,6 +125,9 @@ class SegDataModule(pl.LightningDataModule):
             raise ValueError("SegDataModule(synthetic=...) needs a 'root' folder")
         self.conversations = bool(conversations)
         self.epoch_samples = None if epoch_samples is None else int(epoch_samples)
+        self.eval_chunk_frames = None if eval_chunk_frames is None else int(eval_chunk_frames)
+        if self.eval_chunk_frames is not None and self.eval_chunk_frames < 1:
+            raise ValueError(f"eval_chunk_frames must be >= 1 or None, got {eval_chunk_frames}")
         self._train_loader: MixedBatchLoader | None = None
 
     def prepare_data(self) -> None:
@@ -192,6 +200,7 @@ class SegDataModule(pl.LightningDataModule):
                     clip=clip,
                     conversations=self.conversations,
                     on_error=self.eval_on_error,
+                    chunk_frames=self.eval_chunk_frames,
                 ),
                 # More workers than shards would leave workers idle; each worker reads its own shards.
                 num_workers=min(self.num_workers, len(source.urls)),

@@ -63,6 +63,7 @@ from x2sam_lightning.data.shards import (
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import local_shard_table, read_shard
 from x2sam_lightning.data.transforms import ResizePadNormalize
+from x2sam_lightning.data.video_chunks import iter_video_chunks
 from x2sam_lightning.data.worker_lifetime import with_parent_death
 from x2sam_lightning.types import SegBatch, SegSample
 
@@ -575,6 +576,9 @@ class EvalBatchStream(IterableDataset):
             sample whose conversation cannot be built is skipped whole, every prompt type, and counted once).
         conversations: build each sample's Conversation (stage 2). Samples of a task in
             ``EVAL_PROMPT_TYPES`` are then yielded once per prompt type, in batches of one prompt type.
+        chunk_frames: read a video source's videos ``chunk_frames`` frames at a time, each chunk its own
+            batch, in order, with its place in the video in ``meta[0]["stream"]`` (``data.video_chunks``;
+            ``clip`` then does not apply); None: whole videos, one sample each.
     """
 
     def __init__(
@@ -587,9 +591,11 @@ class EvalBatchStream(IterableDataset):
         clip: ClipSampler | None = None,
         on_error: OnError = "raise",
         conversations: bool = False,
+        chunk_frames: int | None = None,
     ) -> None:
         super().__init__()
         self.source = source
+        self.chunk_frames = chunk_frames if source.modality == "video" else None
         self.batch_size = video_batch_size if source.modality == "video" else batch_size
         self.transform = ResizePadNormalize(image_size, keep_original=True)
         self.clip = clip or ClipSampler(mode="all", max_frames=64)
@@ -620,6 +626,11 @@ class EvalBatchStream(IterableDataset):
         bucket: dict[tuple[int, str | None], list[SegSample]] = defaultdict(list)
         source = self.source
         guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
+        if self.chunk_frames is not None:  # a video's chunks, one batch each, in order
+            for chunk in iter_video_chunks(source, self.transform, self.chunk_frames, self.on_error):
+                for sample in self._variants(chunk, guard):
+                    yield collate_samples([sample])
+            return
         for decoded in iter_source(source, self.transform, self.clip, train=False, on_error=self.on_error):
             for sample in self._variants(decoded, guard):
                 prompt_type = sample.conversation.prompt_type if sample.conversation else None

@@ -19,13 +19,17 @@ from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, Accumulated
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
 from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.optim import param_groups
+from x2sam_lightning.lightning.video_evaluation import StreamingVideoEvaluator, track_ap_scorer
 from x2sam_lightning.metrics.mask_ap import MaskAP
+from x2sam_lightning.metrics.youtube_vis_ap import YouTubeVISAveragePrecision
 from x2sam_lightning.models.postprocess import InstancePostprocess
 from x2sam_lightning.models.segmentor import Segmentor
 from x2sam_lightning.types import SegBatch, TrackTargets
 
 # What the stage-1 validation reports (COCO segm protocol, class-agnostic): key -> MaskAP output.
 VAL_METRICS = {"ap50": "map_50", "ap": "map", "ar10": "mar_10", "ar100": "mar_100"}
+# On video sources (YouTube-VIS track protocol, class-agnostic): key -> YouTubeVISAveragePrecision output.
+VIDEO_METRICS = {"video_ap50": "AP50", "video_ap": "AP", "video_ar10": "AR10"}
 
 
 def class_agnostic(targets: Sequence[TrackTargets]) -> list[TrackTargets]:
@@ -47,6 +51,10 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         weight_decay: AdamW weight decay for weights (not norms, biases, embeddings).
         accumulation: per-modality gradient accumulation and clipping (manual optimisation, see
             ``lightning/accumulation.py``); default: images step every batch, videos every 4, no clipping.
+        video_metric: the class-agnostic video metric of video sources (default: YouTube-VIS track AP);
+            copied for validation and test. Videos are scored whole, streamed ``eval_chunk_frames`` frames
+            at a time through the mask memory (``lightning/video_evaluation.py``), whatever their length.
+        eval_chunk_frames: frames of an evaluation video run through the model at once.
     """
 
     def __init__(
@@ -60,6 +68,8 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         lr_overrides: Mapping[str, float] | None = None,
         weight_decay: float = 0.05,
         accumulation: ModalityAccumulation | None = None,
+        video_metric: YouTubeVISAveragePrecision | None = None,
+        eval_chunk_frames: int = 8,
     ) -> None:
         super().__init__()
         # Built modules and the optimiser/scheduler partials stay out of hparams, and Hydra containers
@@ -74,6 +84,7 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
                 "postprocess",
                 "metric",
                 "accumulation",
+                "video_metric",
             ]
         )
         # Modality-aware accumulation steps, clips and schedules itself (lightning/accumulation.py).
@@ -85,7 +96,10 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         self.postprocess = postprocess or InstancePostprocess()
         metric = metric or MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
         self.val_metric, self.test_metric = metric.clone(), metric.clone()
-        self._test_sources: list[str] = []
+        video_metric = video_metric or YouTubeVISAveragePrecision()
+        self.val_video_metric, self.test_video_metric = video_metric.clone(), video_metric.clone()
+        self._video_evaluators: dict[int, StreamingVideoEvaluator] = {}
+        self._test_sources: dict[str, str] = {}
 
     # -- steps ---------------------------------------------------------------------------------------
 
@@ -104,11 +118,14 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
                 self.log(f"train/{name}", value, batch_size=batch.batch_size)
         return loss
 
-    def _evaluate(self, batch: SegBatch, metric: MaskAP) -> None:
+    def _evaluate(self, batch: SegBatch, metric: MaskAP, video_metric: YouTubeVISAveragePrecision) -> None:
+        if batch.modality == "video":
+            self._video_evaluator(video_metric).update(batch)
+            return
         if batch.num_frames != 1:
             raise ValueError(
                 f"stage-1 evaluation scores images (T=1) with the COCO segm protocol; source "
-                f"'{batch.source}' gives clips of T={batch.num_frames}. Video AP is a vid_* metric."
+                f"'{batch.source}' ({batch.tasks[0]}) gives clips of T={batch.num_frames}"
             )
         outputs = self(batch.pixel_values)
         # Scored at the source resolution when the stream carries it (evaluation streams do), as the COCO
@@ -126,27 +143,68 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         preds = [{"masks": det["masks"][:, 0], "scores": det["scores"]} for det in detections]
         metric.update(preds, targets)
 
+    def _video_evaluator(self, metric: YouTubeVISAveragePrecision) -> StreamingVideoEvaluator:
+        """The streaming evaluator feeding ``metric`` (one per stage: its open videos are that stage's)."""
+        if id(metric) not in self._video_evaluators:
+            self._video_evaluators[id(metric)] = StreamingVideoEvaluator(
+                self.segmentor,
+                track_ap_scorer(
+                    metric,
+                    self.segmentor.mask_decoder.query_feat.num_embeddings,
+                    self.postprocess.top_k,
+                    self.postprocess.class_loss,
+                ),
+                chunk_frames=self.hparams.eval_chunk_frames,
+            )
+        return self._video_evaluators[id(metric)]
+
     def validation_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.val_metric)
+        self._evaluate(batch, self.val_metric, self.val_video_metric)
 
     def on_validation_epoch_end(self) -> None:
         log_skip_stats(self)
-        self._log_metric(self.val_metric, "val")
+        self._log_metric(self.val_metric, self.val_video_metric, "val")
 
     def test_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch.source not in self._test_sources:
-            self._test_sources.append(batch.source)
-        self._evaluate(batch, self.test_metric)
+        self._test_sources.setdefault(
+            batch.source, "agnostic_vid" if batch.modality == "video" else "agnostic_seg"
+        )
+        self._evaluate(batch, self.test_metric, self.test_video_metric)
 
     def on_test_epoch_end(self) -> None:
         log_skip_stats(self)
-        self._log_metric(self.test_metric, "test")
+        self._log_metric(self.test_metric, self.test_video_metric, "test")
 
-    def _log_metric(self, metric: MaskAP, stage: str) -> None:
-        values = metric.compute()
-        for name, key in VAL_METRICS.items():
-            self.log(f"{stage}/{name}", values[key].float(), prog_bar=name == "ap50", sync_dist=False)
+    def _log_metric(self, metric: MaskAP, video_metric: YouTubeVISAveragePrecision, stage: str) -> None:
+        evaluator = self._video_evaluators.get(id(video_metric))
+        if evaluator is not None:
+            evaluator.reset()
+        # Each protocol logs when its sources were evaluated (image sources, video sources or both), decided
+        # from the datamodule's sources where there is one: the same on every process (compute syncs).
+        modalities = self._evaluated_modalities(stage)
+        if modalities is None:
+            modalities = {"video"} if video_metric.update_count else set()
+            modalities |= {"image"} if metric.update_count or not modalities else set()
+        if "image" in modalities:
+            values = metric.compute()
+            for name, key in VAL_METRICS.items():
+                self.log(f"{stage}/{name}", values[key].float(), prog_bar=name == "ap50", sync_dist=False)
+        if "video" in modalities:
+            values = video_metric.compute()
+            for name, key in VIDEO_METRICS.items():
+                self.log(
+                    f"{stage}/{name}", values[key].float(), prog_bar=name == "video_ap50", sync_dist=False
+                )
         metric.reset()
+        video_metric.reset()
+
+    def _evaluated_modalities(self, stage: str) -> set[str] | None:
+        """Modalities of the sources ``stage`` reads, from the datamodule (None without one)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        sources = getattr(datamodule, "val_sources" if stage == "val" else "test_sources", None)
+        if not sources:
+            return None
+        return {getattr(source, "modality", "image") for source in sources.values()}
 
     def predict_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """Class-agnostic proposals per sample at the source resolution (see ``inference.writer``)."""
@@ -167,7 +225,7 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
 
     def test_tasks(self) -> dict[str, str]:
         """The results table's rows: source name -> task of what ``test`` scored."""
-        return {source: "agnostic_seg" for source in self._test_sources}
+        return dict(self._test_sources)
 
     # -- optimisation and checkpoints ----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 HEADLINE_METRICS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     # stage 1 (AgnosticSegmentor): class-agnostic proposals, COCO segm protocol
     "agnostic_seg": (("AP50", ("ap50", "map_50")), ("AP", ("ap", "map")), ("AR@10", ("ar10", "mar_10"))),
+    "agnostic_vid": (("AP50", ("video_ap50",)), ("AP", ("video_ap",)), ("AR@10", ("video_ar10",))),
     "img_genseg": (("PQ", ("pq",)), ("mIoU", ("miou",)), ("mAP", ("map", "ap"))),
     "img_ovseg": (("PQ", ("pq",)), ("mIoU", ("miou",)), ("mAP", ("map", "ap"))),
     "img_refseg": (("cIoU", ("ciou",)), ("gIoU", ("giou",))),

@@ -81,6 +81,18 @@ class YouTubeVISAveragePrecision(Metric):
         for name, value in zip(STATE_NAMES, values):
             getattr(self, name).append(value.to(self.device))
 
+    def update_statistics(self, values: tuple[Tensor, ...]) -> None:
+        """Add one video already reduced to its ``STATE_NAMES`` tensors (a video streamed chunk by chunk:
+        :class:`~x2sam_lightning.metrics.streaming_tracks.TrackOverlaps`; track protocol only)."""
+        if self.protocol != "track":
+            raise ValueError("per-video statistics are the track protocol's")
+        # What torchmetrics' wrapped ``update`` does besides the states: a new cache, one more update.
+        self._computed = None
+        self._update_count += 1
+        self._num_updates += 1
+        for name, value in zip(STATE_NAMES, values):
+            getattr(self, name).append(value.to(self.device))
+
     def compute(self) -> dict[str, Tensor]:
         """``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``, ``AR100``, ``ARs``,
         ``ARm``, ``ARl`` in 0-1 (-1 where there is nothing to evaluate, as the official summary)."""

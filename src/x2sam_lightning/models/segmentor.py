@@ -143,7 +143,46 @@ class Segmentor(nn.Module):
         """
         if self.mask_memory is None:
             raise ValueError("this segmentor has no mask memory (model/mask_memory=none)")
+        decoded, bank = self.decode_frames(
+            features, num_frames, memory=memory, instance_samples=instance_samples, **language
+        )
+        tracks = _to_tracks(_frames_in_order(decoded), num_frames)
+        tracks["aux_outputs"] = [
+            _to_tracks(_frames_in_order([out["aux_outputs"][layer] for out in decoded]), num_frames)
+            for layer in range(len(decoded[0]["aux_outputs"]))
+        ]
+        return tracks, bank
+
+    def decode_frames(
+        self,
+        features: MaskEncoderOutput,
+        num_frames: int,
+        memory: MemoryBank | None = None,
+        instance_samples: Tensor | None = None,
+        **language: Tensor | None,
+    ) -> tuple[list[dict[str, Any]], MemoryBank | None]:
+        """The mask decoder's outputs frame by frame, not re-assembled into tracks (streaming reads them).
+
+        With a mask memory the frames are decoded in order through the bank (the loop of
+        :meth:`decode_with_memory`); without one, all ``I * T`` frames in one call, then split per frame.
+
+        Args:
+            features, num_frames, instance_samples, **language: as for :meth:`decode`.
+            memory: the bank to start from (``None``: a new clip); ignored without a mask memory.
+
+        Returns:
+            Per frame ``pred_logits [I, Q, C+1]``, ``pred_masks [I, Q, h, w]`` and ``aux_outputs``, and the
+            bank after the last frame (None without a mask memory).
+        """
         pixels = self._instance_pixels(features, num_frames, instance_samples)
+        if self.mask_memory is None:
+            per_frame = {
+                name: value.repeat_interleave(num_frames, dim=0)
+                for name, value in language.items()
+                if value is not None
+            }
+            out = self.mask_decoder(pixels.multi_scale_features, pixels.mask_features, **per_frame)
+            return [_frame(out, num_frames, t) for t in range(num_frames)], None
         clips = [f.unflatten(0, (-1, num_frames)) for f in pixels.multi_scale_features]  # [I, T, C, h, w]
         mask_features = pixels.mask_features.unflatten(0, (-1, num_frames))
         bank = self.mask_memory.empty() if memory is None else memory
@@ -154,12 +193,7 @@ class Segmentor(nn.Module):
             out = self.mask_decoder(levels, frame_mask_features, **language)
             bank = self.mask_memory.write(frame, out["pred_masks"], out["pred_logits"], bank)
             decoded.append(out)
-        tracks = _to_tracks(_frames_in_order(decoded), num_frames)
-        tracks["aux_outputs"] = [
-            _to_tracks(_frames_in_order([out["aux_outputs"][layer] for out in decoded]), num_frames)
-            for layer in range(len(decoded[0]["aux_outputs"]))
-        ]
-        return tracks, bank
+        return decoded, bank
 
     def _instance_pixels(
         self, features: MaskEncoderOutput, num_frames: int, instance_samples: Tensor | None
@@ -189,6 +223,19 @@ class Segmentor(nn.Module):
             stride 4) and ``aux_outputs``, a list of dicts with the same keys and shapes.
         """
         return self.decode(self.encode(pixel_values), pixel_values.shape[1], **language)
+
+
+def _frame(out: dict[str, Any], num_frames: int, t: int) -> dict[str, Any]:
+    """Frame ``t`` of every instance from one decoder call over ``[I*T, ...]`` (frame-major per instance)."""
+
+    def pick(frames: dict[str, Any]) -> dict[str, Tensor]:
+        return {
+            key: frames[key].unflatten(0, (-1, num_frames))[:, t] for key in ("pred_logits", "pred_masks")
+        }
+
+    picked = pick(out)
+    picked["aux_outputs"] = [pick(aux) for aux in out["aux_outputs"]]
+    return picked
 
 
 def _frames_in_order(decoded: list[dict[str, Any]]) -> dict[str, Tensor]:

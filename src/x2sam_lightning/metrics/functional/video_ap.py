@@ -61,12 +61,6 @@ STATE_NAMES = (
 FRAME_KEY_BASE = 2**20
 
 
-def _mean_areas(frame_areas: Tensor) -> Tensor:
-    """Mean area over the frames where each track is non-empty (0 if always empty), float64 ``(N,)``."""
-    present = (frame_areas > 0).sum(1)
-    return torch.where(present > 0, frame_areas.sum(1).double() / present.clamp(min=1), 0.0)
-
-
 def track_iou(pred: Tensor, target: Tensor) -> Tensor:
     """IoU of every predicted track with every ground-truth track, summed over frames (YouTube-VIS).
 
@@ -122,26 +116,21 @@ def _ap_update(
     scores, labels = pred_scores.cpu().double().reshape(-1), pred_labels.cpu().long().reshape(-1)
     g_labels = gt_labels.cpu().long().reshape(-1)
     crowd = torch.zeros(len(g_labels), dtype=torch.bool) if gt_iscrowd is None else gt_iscrowd.cpu().bool()
-    d, g = len(labels), len(g_labels)
+    d = len(labels)
     same = labels[:, None] == g_labels[None, :]
     inter, p_frames, g_frames = overlap_counts(pred_masks, gt_masks, same)  # (D, G, T), (D, T), (G, T)
     if protocol == "track":
-        i_sum = inter.sum(2).double()
-        union = p_frames.sum(1).double()[:, None] + g_frames.sum(1).double()[None, :] - i_sum
-        ious = torch.where(union > 0, i_sum / union.clamp(min=1), 0.0)
-        ious = torch.where(same, ious, -1.0)
-        one = torch.ones(1, dtype=torch.long)
-        return (
-            one * d,
+        return _track_statistics(
+            inter.sum(2),
+            p_frames.sum(1),
+            (p_frames > 0).sum(1),
+            g_frames.sum(1),
+            (g_frames > 0).sum(1),
             scores,
             labels,
-            _mean_areas(p_frames),
-            one * g,
             g_labels,
-            _mean_areas(g_frames),
-            crowd.long(),
-            ious.reshape(-1),
-            one * int(video_key),
+            crowd,
+            video_key,
         )
     # frame protocol: frame t is an image with all D detections and the G_t tracks present on it
     t_len = pred_masks.shape[1] if d else gt_masks.shape[1]
@@ -166,6 +155,58 @@ def _ap_update(
         crowd[gt_t].long(),
         torch.cat(flat_ious) if flat_ious else torch.zeros(0, dtype=torch.float64),
         int(video_key) * FRAME_KEY_BASE + torch.arange(t_len),
+    )
+
+
+def _track_statistics(
+    intersections: Tensor,
+    pred_areas: Tensor,
+    pred_frames: Tensor,
+    gt_areas: Tensor,
+    gt_frames: Tensor,
+    pred_scores: Tensor,
+    pred_labels: Tensor,
+    gt_labels: Tensor,
+    gt_iscrowd: Tensor,
+    video_key: int,
+) -> tuple[Tensor, ...]:
+    """The track protocol's statistics of one video from its sums over frames (what a video streamed
+    chunk by chunk accumulates, :class:`~x2sam_lightning.metrics.streaming_tracks.TrackOverlaps`).
+
+    Args:
+        intersections: ``(D, G)`` pixels in common summed over the frames.
+        pred_areas, pred_frames: ``(D,)`` area summed over the frames, frames where the track is non-empty.
+        gt_areas, gt_frames: ``(G,)`` the same for the ground truth.
+        pred_scores, pred_labels: ``(D,)``.
+        gt_labels, gt_iscrowd: ``(G,)``.
+        video_key: the video's id.
+
+    Returns:
+        The ``STATE_NAMES`` tensors of the video (one image), as :func:`_ap_update` returns them.
+    """
+    scores, labels = pred_scores.cpu().double().reshape(-1), pred_labels.cpu().long().reshape(-1)
+    g_labels = gt_labels.cpu().long().reshape(-1)
+    same = labels[:, None] == g_labels[None, :]
+    i_sum = intersections.cpu().double()
+    union = pred_areas.cpu().double()[:, None] + gt_areas.cpu().double()[None, :] - i_sum
+    ious = torch.where(union > 0, i_sum / union.clamp(min=1), 0.0)
+    ious = torch.where(same, ious, -1.0)
+    one = torch.ones(1, dtype=torch.long)
+
+    def mean_area(areas: Tensor, frames: Tensor) -> Tensor:
+        return torch.where(frames > 0, areas.cpu().double() / frames.cpu().clamp(min=1), 0.0)
+
+    return (
+        one * len(labels),
+        scores,
+        labels,
+        mean_area(pred_areas, pred_frames),
+        one * len(g_labels),
+        g_labels,
+        mean_area(gt_areas, gt_frames),
+        gt_iscrowd.cpu().long().reshape(-1),
+        ious.reshape(-1),
+        one * int(video_key),
     )
 
 
