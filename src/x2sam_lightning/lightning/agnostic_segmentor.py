@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, AccumulatedTraining, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
 from x2sam_lightning.lightning.data_stats import log_skip_stats
+from x2sam_lightning.lightning.deferred import DeferredParts, Part
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.metrics.mask_ap import MaskAP
 from x2sam_lightning.models.postprocess import InstancePostprocess
@@ -33,11 +34,12 @@ def class_agnostic(targets: Sequence[TrackTargets]) -> list[TrackTargets]:
     return [replace(t, labels=torch.zeros_like(t.labels)) for t in targets]
 
 
-class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
+class AgnosticSegmentor(DeferredParts, AccumulatedTraining, L.LightningModule):
     """Stage-1 LightningModule.
 
     Args:
-        segmentor: mask encoder + pixel decoder + mask decoder (``num_classes=1`` "object" + no-object).
+        segmentor: mask encoder + pixel decoder + mask decoder (``num_classes=1`` "object" + no-object),
+            built or as a builder called in ``configure_model`` (``lightning/deferred.py``).
         criterion: ``models.criterion.SetCriterion``; its ``weight_dict`` weights the ``loss_*`` terms.
         optimizer: partial optimiser (Hydra ``_partial_: true``) called with parameter groups.
         scheduler: partial scheduler called with ``(optimizer, total_steps=...)``; stepped every step.
@@ -49,9 +51,11 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
             ``lightning/accumulation.py``); default: images step every batch, videos every 4, no clipping.
     """
 
+    deferred_parts = ("segmentor",)
+
     def __init__(
         self,
-        segmentor: Segmentor,
+        segmentor: Segmentor | Part,
         criterion: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
@@ -80,12 +84,15 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         self.automatic_optimization = False
         self.accumulation = accumulation or ModalityAccumulation()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.segmentor = segmentor
         self.criterion = criterion
         self.postprocess = postprocess or InstancePostprocess()
         metric = metric or MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
         self.val_metric, self.test_metric = metric.clone(), metric.clone()
         self._test_sources: list[str] = []
+        self._take_parts(segmentor=segmentor)
+
+    def assemble(self, segmentor: Segmentor) -> None:
+        self.segmentor = segmentor
 
     # -- steps ---------------------------------------------------------------------------------------
 
