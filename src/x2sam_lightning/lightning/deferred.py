@@ -58,7 +58,24 @@ def instantiate_deferred(model_cfg: Any) -> Any:
     node = dict(node)
     names = getattr(get_class(node["_target_"]), "deferred_parts", ())
     parts = {name: Deferred(node.pop(name)) for name in names if node.get(name) is not None}
+    for part in parts.values():
+        _prepare_files(part.node)
     return instantiate(node, **parts)
+
+
+def _prepare_files(node: Mapping[str, Any]) -> None:
+    """Files a part (or a part of it) makes on first use are made now, in this process: a strategy that
+    launches more processes (DDP's relaunch of the command line) would otherwise have them all write the
+    same folder at once in ``configure_model``. A class opts in with a static ``prepare_files(**node)``."""
+    from hydra.utils import get_object
+
+    if "_target_" in node:
+        prepare = getattr(get_object(node["_target_"]), "prepare_files", None)
+        if callable(prepare):
+            prepare(**{k: v for k, v in node.items() if not k.startswith("_")})
+    for value in node.values():
+        if isinstance(value, Mapping):
+            _prepare_files(value)
 
 
 class DeferredParts:

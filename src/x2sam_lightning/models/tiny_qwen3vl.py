@@ -227,10 +227,11 @@ def save_tiny_qwen3vl(folder: str | os.PathLike, settings: TinyQwen3VLConfig | N
         (Path(tmp) / FINGERPRINT_FILE).write_text(json.dumps(settings.fingerprint(), indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         # Several processes may build it at once (DDP ranks build their models in configure_model): one
-        # that finds the same folder already in place keeps it, as another may be reading it.
-        if _holds(folder, settings):
-            return folder
+        # that finds the same folder already in place keeps it, as another may be reading it; only a
+        # folder of other settings is replaced.
         if folder.exists():
+            if _holds(folder, settings):
+                return folder
             shutil.rmtree(folder)
         try:
             os.replace(tmp, folder)
@@ -245,6 +246,8 @@ def save_tiny_qwen3vl(folder: str | os.PathLike, settings: TinyQwen3VLConfig | N
 def _holds(folder: Path, settings: TinyQwen3VLConfig) -> bool:
     """Whether ``folder`` is a complete tiny model of ``settings`` (the fingerprint is written last)."""
     try:
+        if not (folder / "config.json").is_file():
+            return False
         return json.loads((folder / FINGERPRINT_FILE).read_text()) == settings.fingerprint()
     except (OSError, json.JSONDecodeError):
         return False
