@@ -11,7 +11,8 @@ config node) called in ``configure_model``. The CLI hands builders over (:func:`
 ``configure_model`` is idempotent: Lightning calls it at every ``fit`` / ``validate`` / ``test`` /
 ``predict``, and a module is built once. Work that needs the built parts and must happen before any
 Trainer call in a script (a checkpoint's shapes checked against the model) registers with
-:meth:`DeferredParts.after_build`.
+:meth:`DeferredParts.after_build`. Files a part makes on first use (the tiny Qwen3-VL folder) are made by
+:func:`instantiate_deferred` at once, in the launching process (a class's static ``prepare_files``).
 """
 
 from __future__ import annotations
@@ -112,10 +113,11 @@ class DeferredParts:
             self._after_build.append(fn)
 
     def _build(self) -> None:
-        pending, self._pending = self._pending or {}, None
+        pending = self._pending or {}
         self.assemble(
             **{name: part if isinstance(part, nn.Module) else part() for name, part in pending.items()}
         )
+        self._pending = None  # only now: a builder that raised leaves the module unbuilt, not half-built
         callbacks, self._after_build = self._after_build, []
         for fn in callbacks:
             fn(self)
