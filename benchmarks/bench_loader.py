@@ -105,10 +105,10 @@ def _rate(
     iterator = iter(loader)
     for _ in range(warmup):
         finish(next(iterator))
-    # The worker processes: of the iterator, or of the loader's persistent one (ours wraps it).
-    workers = getattr(iterator, "_workers", None) or getattr(
-        getattr(loader, "_iterator", None), "_workers", []
-    )
+    # The worker processes: of the iterator, or of the DataLoader iterator ours keeps across epochs.
+    inner = getattr(loader, "_batches", None)  # (no `or`: a DataLoader iterator's len() may raise)
+    inner = getattr(loader, "_iterator", None) if inner is None else inner
+    workers = getattr(iterator, "_workers", None) or getattr(inner, "_workers", [])
     pids = [worker.pid for worker in workers]
     if len(pids) != loader.num_workers:
         raise RuntimeError(f"found {len(pids)} of the {loader.num_workers} worker processes to time")
@@ -124,13 +124,14 @@ def _rate(
 def _ours(source: ShardSource, args: argparse.Namespace, batch_size: int, seed: int) -> DataLoader:
     dm = SegDataModule(
         {source.name: source},
-        batch_size=batch_size,
-        video_batch_size=batch_size,
+        batch_size=batch_size,  # one source: image batches = batch_size x 1, video batches = batch_size
+        image_batch_multiplier=1,
         num_workers=args.workers,
         image_size=args.image_size,
         clip_length=args.clip,
         seed=seed,
         shuffle_buffer=args.shuffle_buffer,
+        epoch_samples=10**9,  # one epoch outlasts the timed batches (an epoch's end stops the iterator)
     )
     return dm.train_dataloader()
 

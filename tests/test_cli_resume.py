@@ -85,3 +85,26 @@ def test_sigkill_then_resume_gives_the_uninterrupted_samples_and_losses(tmp_path
         assert abs(record["loss"] - expected["loss"]) <= 1e-5 * max(1.0, abs(expected["loss"])), (
             f"killed at step {step}: step {record['step']} loss {record['loss']} != {expected['loss']}"
         )
+
+
+def test_a_one_process_checkpoint_resumes_in_two_processes(tmp_path):
+    """Another world size (docs/data.md, "Resume"): a checkpoint written by one process resumes in two
+    (trainer=ddp_cpu); the stream continues the sample sequence where the checkpoint left it, nothing
+    repeated or skipped, in global batches of the new size (rank 0 then rank 1 at each step), and the
+    run says so in a warning."""
+    keep = ["callbacks.model_checkpoint.save_top_k=-1"]  # step000004.ckpt stays beside the later ones
+    _run(_args(tmp_path, "one", 0, *keep), tmp_path)
+    one = read_log(tmp_path / "one" / "batches")
+    checkpoint = tmp_path / "one" / "checkpoints" / "step000004.ckpt"
+    assert checkpoint.is_file()
+    args = _args(tmp_path, "two", 0, "trainer=ddp_cpu", f"ckpt_path={checkpoint}")
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "world_size" in output and "continue each source's sample sequence" in output
+    ranks = [read_log(tmp_path / "two" / "batches", rank) for rank in range(2)]
+    assert [r["step"] for r in ranks[0]] == [r["step"] for r in ranks[1]] == list(range(4, STEPS))
+    resumed = [key for first, second in zip(*ranks) for key in first["keys"] + second["keys"]]
+    # Steps 4.. of the one-process run are the first samples of the resumed two-process steps.
+    expected = [key for record in one[4:] for key in record["keys"]]
+    assert resumed[: len(expected)] == expected

@@ -62,9 +62,15 @@ def _checkpoint_of(cfg: Any) -> dict[str, list[int]] | None:
 
 
 def _check_fits(cfg: Any, shapes: dict[str, list[int]] | None, module: Any) -> None:
-    """The checkpoint's parameters against the built model, before any Trainer call."""
-    if shapes is not None:
-        compare_state(Path(cfg.ckpt_path), shapes, module)
+    """The checkpoint's parameters against the model, before its weights are loaded: now, or for a module
+    whose large parts ``configure_model`` builds (under the Trainer's strategy) as soon as they exist."""
+    if shapes is None:
+        return
+    path = Path(cfg.ckpt_path)
+    if hasattr(module, "after_build"):
+        module.after_build(lambda built: compare_state(path, shapes, built))
+    else:
+        compare_state(path, shapes, module)
 
 
 def _check_experiments(overrides: Sequence[str]) -> None:
@@ -92,9 +98,12 @@ def build_run(cfg: Any) -> tuple[Any, Any, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from x2sam_lightning.lightning.deferred import instantiate_deferred
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
+    # The large parts are built by the module's configure_model, under the strategy (FSDP, ZeRO-3).
+    module = instantiate_deferred(cfg.model)
     if hasattr(module, "model_config"):  # recorded in stage-2 checkpoints: what rebuilds the model
         from omegaconf import OmegaConf
 

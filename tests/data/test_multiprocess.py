@@ -58,3 +58,52 @@ def test_ranks_cover_each_source_without_repeats_within_a_pass(tiny_root):
     images = [key for step in zip(*ranks) for source, keys in step if source == "img" for key in keys]
     assert len(images) >= 12
     assert len(set(images[:12])) == 12
+
+
+def _consumed(loader: MixedBatchLoader, n: int) -> list[tuple[str, list[str]]]:
+    """The next ``n`` batches, each marked consumed as a training step does."""
+    batches = chain.from_iterable(iter(loader) for _ in count())
+    out = []
+    for _ in range(n):
+        batch = next(batches)
+        loader.mark_consumed()
+        out.append((batch.source, list(batch.keys)))
+    return out
+
+
+def _run(root, world_size: int, steps: int, state: dict | None = None) -> tuple[list, dict]:
+    """``steps`` steps of every rank (per-rank batches: 2 images or 1 clip), optionally resumed from
+    ``state``; returns the global batches (ranks joined in rank order) and rank 0's loader state."""
+    loaders = []
+    for rank in range(world_size):
+        loader = MixedBatchLoader(_stream(root, 2, 1, rank=rank, world_size=world_size), num_workers=0)
+        if state is not None:
+            loader.load_state_dict(state)
+        loaders.append(loader)
+    ranks = [_consumed(loader, steps) for loader in loaders]
+    joined = [(step[0][0], [key for _, keys in step for key in keys]) for step in zip(*ranks)]
+    return joined, loaders[0].state_dict()
+
+
+def _per_source(steps: list[tuple[str, list[str]]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for source, keys in steps:
+        out.setdefault(source, []).extend(keys)
+    return out
+
+
+def test_a_checkpoint_resumes_under_another_world_size_continuing_every_source(tiny_root, caplog):
+    """1 -> 2 and 2 -> 1 processes (same per-rank batch size): the plan is global and stream positions
+    count samples, so each source's sample sequence goes on where the checkpoint left it, nothing repeated
+    or skipped, in global batches of the new size; a warning says the world size changed."""
+    reference = _per_source(_run(tiny_root, 1, 40)[0])
+    for before, after in ((1, 2), (2, 1)):
+        first, state = _run(tiny_root, before, 5)
+        assert state["world_size"] == before  # rank 0's state is what the checkpoint holds
+        with caplog.at_level("WARNING"):
+            resumed, _ = _run(tiny_root, after, 8, state)
+        assert "world_size" in caplog.text and "continue each source's sample sequence" in caplog.text
+        caplog.clear()
+        assert {source for source, _ in first + resumed} == {"img", "vid"}
+        for source, keys in _per_source(first + resumed).items():
+            assert keys == reference[source][: len(keys)], (before, after, source)

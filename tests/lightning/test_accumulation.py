@@ -302,3 +302,15 @@ def ddp_reference(rank_batches: list[list[ToyBatch]], windows: list[int], lr: fl
                 p -= lr * lr_factor(step) * g
         start += length
     return linear
+
+
+def test_ddp_all_reduces_a_part_the_last_batch_of_a_window_leaves_unused():
+    """What the ddp presets rely on (``find_unused_parameters``): a part used by an accumulating batch of a
+    window (under ``no_sync``) and unused by its last one (a chat batch) is still all-reduced at the sync:
+    DDP remembers parameters used anywhere in the window. Ranks keep equal gradients, so equal weights."""
+    from helpers.ddp_parts import window_ending_in_a_chat_batch
+    from helpers.distributed import run_distributed
+
+    seg, shared = zip(*run_distributed(window_ending_in_a_chat_batch))
+    assert seg[0] == seg[1] == [1.5, 1.5]  # the mean of rank 0's 1 and rank 1's 2
+    assert shared[0] == shared[1] == [2.5, 2.5]

@@ -221,16 +221,18 @@ class SegDataModule(pl.LightningDataModule):
         return self._eval_loaders(self.test_sources)
 
     def upcoming_train_modalities(self, count: int) -> list[str]:
-        """Modalities of the ``count`` training batches after the one the step holds: the LightningModule
-        plans its accumulation windows with them (``lightning/accumulation.py``). The source schedule has
-        random access, so nothing is read."""
+        """Modalities of the ``count`` training batches after the one the step holds (fewer at the end of
+        the epoch): the LightningModule plans its accumulation windows with them
+        (``lightning/accumulation.py``). The source schedule has random access; a planned batch this
+        process skips whole (``on_error="skip"``) never reaches the step and is not counted, so the
+        loader pulls the coming batches from its workers to know (see
+        :meth:`MixedBatchLoader.upcoming_modalities`)."""
         loader = self._train_loader
         if loader is None:
             raise RuntimeError(
                 "upcoming_train_modalities needs the training loader: call train_dataloader first"
             )
-        # The batch in the step was counted as consumed (on_before_batch_transfer): the next one is this.
-        return loader.dataset.modalities(loader.batches_drawn, count)
+        return loader.upcoming_modalities(count)
 
     def skip_stats(self) -> dict[str, dict[str, int]]:
         """Source name -> ``{"samples_skipped", "shards_skipped"}`` so far (``on_error="skip"``), over all

@@ -485,7 +485,10 @@ class MixedBatchLoader(DataLoader):
     def _reset(self) -> None:
         dataset: MixedBatchStream = self.dataset  # type: ignore[assignment]
         self._batches: Iterator[SegBatch | SkippedBatch] | None = None
-        self._next_index = dataset.start_batch  # global index of the next item of _batches
+        self._next_index = dataset.start_batch  # global index of the next item __iter__ takes
+        self._pulled = dataset.start_batch  # global index of the next item of _batches
+        self._ahead: deque[tuple[int, SegBatch | SkippedBatch]] = deque()  # pulled by upcoming_modalities
+        self._epoch_end = dataset.start_batch  # global index where the current epoch ends
         self._in_flight: deque[int] = deque()  # indices handed out, not yet marked consumed
         self.batches_fetched = dataset.start_batch
         self.batches_consumed: int | None = None
@@ -502,24 +505,55 @@ class MixedBatchLoader(DataLoader):
         if self._batches is None:
             self.dataset.prepare()  # type: ignore[attr-defined]
             self._batches = super().__iter__()
-            self._next_index = self.dataset.start_batch  # type: ignore[attr-defined]
+            self._next_index = self._pulled = self.dataset.start_batch  # type: ignore[attr-defined]
+            self._ahead.clear()
         length = len(self)
-        end = (self._next_index // length + 1) * length
+        self._epoch_end = (self._next_index // length + 1) * length
         yielded = False
         while True:
-            if self._next_index >= end:
+            if self._next_index >= self._epoch_end:
                 if yielded:
                     break
-                end += length  # every batch of the epoch was skipped: an empty epoch joins the next
-            item = next(self._batches)
-            index = self._next_index
-            self._next_index += 1
+                # Every batch of the epoch was skipped: an empty epoch joins the next.
+                self._epoch_end += length
+            index, item = self._take()
+            self._next_index = index + 1
             self.batches_fetched = self._next_index
             if isinstance(item, SkippedBatch):
                 continue
             self._in_flight.append(index)
             yielded = True
             yield item
+
+    def _take(self) -> tuple[int, SegBatch | SkippedBatch]:
+        """The next global batch and its index: one pulled ahead, else the next of the workers."""
+        if self._ahead:
+            return self._ahead.popleft()
+        assert self._batches is not None
+        item = next(self._batches)
+        self._pulled += 1
+        return self._pulled - 1, item
+
+    def upcoming_modalities(self, count: int) -> list[str]:
+        """Modalities of the next ``count`` batches the training step will get after the one it holds,
+        up to the end of the epoch: handed out and not yet consumed (Lightning fetches one ahead), then
+        those still to come. A batch this process skips (``SkippedBatch``: every sample of its share
+        bad) never reaches the step, so it is left out; to know, the batches are pulled from the
+        workers (kept for ``__iter__``, which hands them out in order)."""
+        dataset: MixedBatchStream = self.dataset  # type: ignore[assignment]
+        indices = [i for i in self._in_flight if i >= self.batches_drawn][:count]
+        for index, item in self._ahead:
+            if len(indices) >= count or index >= self._epoch_end:
+                break
+            if not isinstance(item, SkippedBatch):
+                indices.append(index)
+        while len(indices) < count and self._batches is not None and self._pulled < self._epoch_end:
+            index, item = self._pulled, next(self._batches)
+            self._pulled += 1
+            self._ahead.append((index, item))
+            if not isinstance(item, SkippedBatch):
+                indices.append(index)
+        return [dataset.modalities(index, 1)[0] for index in indices]
 
     def mark_consumed(self) -> None:
         """Record that the oldest batch handed out reached the training step."""

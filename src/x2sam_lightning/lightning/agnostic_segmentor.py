@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, AccumulatedTraining, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoints import STAGE1_FORMAT, stage1_metadata
 from x2sam_lightning.lightning.data_stats import log_skip_stats
+from x2sam_lightning.lightning.deferred import DeferredParts, Part
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.lightning.video_evaluation import StreamingVideoEvaluator, track_ap_scorer
 from x2sam_lightning.metrics.mask_ap import MaskAP
@@ -37,11 +38,12 @@ def class_agnostic(targets: Sequence[TrackTargets]) -> list[TrackTargets]:
     return [replace(t, labels=torch.zeros_like(t.labels)) for t in targets]
 
 
-class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
+class AgnosticSegmentor(DeferredParts, AccumulatedTraining, L.LightningModule):
     """Stage-1 LightningModule.
 
     Args:
-        segmentor: mask encoder + pixel decoder + mask decoder (``num_classes=1`` "object" + no-object).
+        segmentor: mask encoder + pixel decoder + mask decoder (``num_classes=1`` "object" + no-object),
+            built or as a builder called in ``configure_model`` (``lightning/deferred.py``).
         criterion: ``models.criterion.SetCriterion``; its ``weight_dict`` weights the ``loss_*`` terms.
         optimizer: partial optimiser (Hydra ``_partial_: true``) called with parameter groups.
         scheduler: partial scheduler called with ``(optimizer, total_steps=...)``; stepped every step.
@@ -57,9 +59,11 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         eval_chunk_frames: frames of an evaluation video run through the model at once.
     """
 
+    deferred_parts = ("segmentor",)
+
     def __init__(
         self,
-        segmentor: Segmentor,
+        segmentor: Segmentor | Part,
         criterion: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
@@ -91,7 +95,6 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         self.automatic_optimization = False
         self.accumulation = accumulation or ModalityAccumulation()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.segmentor = segmentor
         self.criterion = criterion
         self.postprocess = postprocess or InstancePostprocess()
         metric = metric or MaskAP(class_agnostic=True, max_detection_thresholds=(1, 10, 100))
@@ -100,6 +103,10 @@ class AgnosticSegmentor(AccumulatedTraining, L.LightningModule):
         self.val_video_metric, self.test_video_metric = video_metric.clone(), video_metric.clone()
         self._video_evaluators: dict[int, StreamingVideoEvaluator] = {}
         self._test_sources: dict[str, str] = {}
+        self._take_parts(segmentor=segmentor)
+
+    def assemble(self, segmentor: Segmentor) -> None:
+        self.segmentor = segmentor
 
     # -- steps ---------------------------------------------------------------------------------------
 

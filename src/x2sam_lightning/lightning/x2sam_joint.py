@@ -28,6 +28,7 @@ from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, Accumulated
 from x2sam_lightning.lightning.checkpoint_files import CheckpointError
 from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
 from x2sam_lightning.lightning.data_stats import log_skip_stats
+from x2sam_lightning.lightning.deferred import DeferredParts, Part
 from x2sam_lightning.lightning.evaluation import Evaluator, build_metrics
 from x2sam_lightning.lightning.optim import param_groups
 from x2sam_lightning.metrics.factory import TaskMetricCollection, to_floats
@@ -42,13 +43,15 @@ log = logging.getLogger(__name__)
 STAGE2_FORMAT = "x2sam_stage2"
 
 
-class X2SAMJoint(AccumulatedTraining, L.LightningModule):
+class X2SAMJoint(DeferredParts, AccumulatedTraining, L.LightningModule):
     """Stage-2 LightningModule.
 
     Args:
         segmentor: mask encoder + pixel decoder + mask decoder (decoder with ``condition_dim`` and the
             cosine class head).
         vl_backbone: the Qwen3-VL wrapper (tokenizer, LoRA, frozen parts).
+            Both built, or as builders called in ``configure_model`` (``lightning/deferred.py``): then
+            ``net`` and ``evaluator`` exist from there on.
         region_sampler: the parameter-free visual-prompt sampler.
         criterion: ``SetCriterion`` over decoding instances (its ``class_loss`` decides probabilities).
         optimizer: partial optimiser called with parameter groups.
@@ -56,7 +59,8 @@ class X2SAMJoint(AccumulatedTraining, L.LightningModule):
         metrics: ``{task: {member: metric partial}}`` (``conf/model/metrics``); each evaluated source gets
             its own collection (vocabulary arguments filled from the source's categories).
         stage1_checkpoint: a stage-1 checkpoint to initialise ``stage1_parts`` of the segmentor from when
-            a fit starts (the CLI drops it when a fit resumes: the restored checkpoint holds those weights).
+            a fit starts, in ``configure_model`` once the segmentor is built (the CLI drops it when a fit
+            resumes: the restored checkpoint holds those weights).
         stage1_parts: which segmentor parts to take from it.
         lr_overrides: ``{parameter-name prefix: lr}`` (e.g. ``{net.segmentor.mask_encoder: 1e-5}``).
         weight_decay: AdamW weight decay (not for norms, biases, embeddings).
@@ -77,10 +81,12 @@ class X2SAMJoint(AccumulatedTraining, L.LightningModule):
             ``lightning/accumulation.py``); default: images step every batch, videos every 4, no clipping.
     """
 
+    deferred_parts = ("segmentor", "vl_backbone")
+
     def __init__(
         self,
-        segmentor: Segmentor,
-        vl_backbone: VLBackbone,
+        segmentor: Segmentor | Part,
+        vl_backbone: VLBackbone | Part,
         region_sampler: RegionSampler,
         criterion: nn.Module,
         optimizer: Callable[..., Optimizer],
@@ -123,30 +129,54 @@ class X2SAMJoint(AccumulatedTraining, L.LightningModule):
         self.automatic_optimization = False
         self.accumulation = accumulation or ModalityAccumulation()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.net = X2SAM(
-            segmentor, vl_backbone, region_sampler, projector_depth, condition_pooling, video_llm_frames
-        )
+        # Parameter-free, built with the module; unregistered until it joins ``net`` in assemble.
+        object.__setattr__(self, "_region_sampler", region_sampler)
         self.criterion = criterion
         self.metric_partials = {task: dict(members) for task, members in (metrics or {}).items()}
-        self.evaluator = Evaluator(
-            vl_backbone.tokenizer,
-            getattr(criterion, "class_loss", "ce"),
-            top_k,
-            object_mask_threshold=object_mask_threshold,
-            overlap_threshold=overlap_threshold,
-        )
         self.eval_metrics = nn.ModuleDict()
         self.model_config: dict[str, Any] | None = None  # set by the CLI: recorded in checkpoints
         # Frozen base weights are not saved: Lightning must not insist on them when loading.
         self.strict_loading = False
         self._evaluated: dict[str, list[str]] = {"val": [], "test": []}
         self._templates: dict[tuple[str, str], set[str]] = {}  # (stage, source) -> wordings evaluated
+        self._stage1_loaded = False
+        self._take_parts(segmentor=segmentor, vl_backbone=vl_backbone)
+
+    def assemble(self, segmentor: Segmentor, vl_backbone: VLBackbone) -> None:
+        hp = self.hparams
+        region_sampler = self.__dict__.pop("_region_sampler")
+        self.net = X2SAM(
+            segmentor,
+            vl_backbone,
+            region_sampler,
+            hp.projector_depth,
+            hp.condition_pooling,
+            hp.video_llm_frames,
+        )
+        self.evaluator = Evaluator(
+            vl_backbone.tokenizer,
+            getattr(self.criterion, "class_loss", "ce"),
+            hp.top_k,
+            object_mask_threshold=hp.object_mask_threshold,
+            overlap_threshold=hp.overlap_threshold,
+        )
 
     # -- fit set-up ------------------------------------------------------------------------------------
 
-    def setup(self, stage: str) -> None:
+    def configure_model(self) -> None:
+        """Build the deferred parts (once), then at the start of a fit initialise the segmentor from the
+        stage-1 checkpoint (once: a later ``test`` of the same module keeps the trained weights)."""
+        super().configure_model()
         path = self.hparams.stage1_checkpoint
-        if stage == "fit" and path:
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and path and not self._stage1_loaded:
+            self._stage1_loaded = True
+            if any(p.is_meta or hasattr(p, "ds_id") for p in self.net.segmentor.parameters()):
+                raise ValueError(
+                    "the stage-1 hand-off loads into materialised parameters; this strategy built the "
+                    "segmentor empty or partitioned (DeepSpeed ZeRO-3): start stage 2 with trainer=ddp or "
+                    "trainer=fsdp, or from a stage-2 checkpoint (ckpt_path)"
+                )
             report = load_stage1_into(self.net.segmentor, path, self.hparams.stage1_parts)
             log.info(
                 "initialised %s from stage-1 checkpoint %s (new in stage 2: %d tensors; dropped: %s)",

@@ -226,11 +226,31 @@ def save_tiny_qwen3vl(folder: str | os.PathLike, settings: TinyQwen3VLConfig | N
         processor.save_pretrained(tmp)
         (Path(tmp) / FINGERPRINT_FILE).write_text(json.dumps(settings.fingerprint(), indent=1))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        # Several processes may build it at once (DDP ranks build their models in configure_model): one
+        # that finds the same folder already in place keeps it, as another may be reading it; only a
+        # folder of other settings is replaced.
         if folder.exists():
+            if _holds(folder, settings):
+                return folder
             shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not _holds(folder, settings):  # not a concurrent build of the same settings
+                raise
+            return folder
         Path(tmp).mkdir()  # the context manager removes it again
     return folder
+
+
+def _holds(folder: Path, settings: TinyQwen3VLConfig) -> bool:
+    """Whether ``folder`` is a complete tiny model of ``settings`` (the fingerprint is written last)."""
+    try:
+        if not (folder / "config.json").is_file():
+            return False
+        return json.loads((folder / FINGERPRINT_FILE).read_text()) == settings.fingerprint()
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 FINGERPRINT_FILE = "x2sam_tiny.json"
@@ -240,14 +260,7 @@ def ensure_tiny_qwen3vl(folder: str | os.PathLike, **settings: Any) -> Path:
     """Build the tiny folder unless it already holds one with the same settings (first-use hook)."""
     wanted = TinyQwen3VLConfig(**settings)
     folder = Path(folder)
-    marker = folder / FINGERPRINT_FILE
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == wanted.fingerprint():
-                return folder
-        except (OSError, json.JSONDecodeError):
-            pass
-    return save_tiny_qwen3vl(folder, wanted)
+    return folder if _holds(folder, wanted) else save_tiny_qwen3vl(folder, wanted)
 
 
 def folder_digest(folder: str | os.PathLike) -> str:

@@ -66,6 +66,14 @@ class VLBackbone(nn.Module):
             briefly trained LM falls into loops ("medium medium medium ...") that a pretrained one does not.
     """
 
+    @staticmethod
+    def prepare_files(pretrained_path: str, create_tiny: Mapping[str, Any] | None = None, **_: Any) -> None:
+        """Make what the constructor reads on first use (the tiny folder), without building the model:
+        called once in the launching process before a strategy starts others that would build at once
+        (``lightning/deferred.py``)."""
+        if create_tiny is not None:
+            ensure_tiny_qwen3vl(Path(pretrained_path), **dict(create_tiny))
+
     def __init__(
         self,
         pretrained_path: str,
