@@ -63,7 +63,8 @@ def _score(module, datamodule, generate, transform=None, limit=None) -> dict[str
     for name, loader in zip(datamodule.test_source_names, datamodule.test_dataloader()):
         source = datamodule.test_sources[name]
         metrics = module.source_metrics(source.task, source)
-        batches = list(itertools.islice(loader, limit))
+        # Model input as Lightning's transfer hook makes it (the loader ships uint8 frames).
+        batches = [batch.to(module.device) for batch in itertools.islice(loader, limit)]
         if transform is not None:
             batches = transform(name, batches)
             if batches is None:
