@@ -9,8 +9,9 @@ Two families:
     referring / reasoning: the whole image for every expression; generic / open-vocabulary: the whole
     image as one segment of the first listed category; GCG: the constant caption
     "A <p>shape</p> on a background." with the whole image; interactive: the visual prompt itself as the
-    mask; visual grounded: each visual prompt as the one detection of its category; chat: the most
-    frequent answer of the training split.
+    mask; video object segmentation: the first-frame mask on every frame (the object never moves);
+    visual grounded: each visual prompt as the one detection of its category (on a video: on every
+    frame); chat: the most frequent answer of the training split. A video's "whole image" is every frame.
 ``"oracle"`` (ground-truth masks, trivial labels: how far mask quality alone goes)
     referring / reasoning: "predict every shape", the union of all objects for every expression (the
     issue's reference point); generic / open-vocabulary: every object segmented perfectly, all labelled
@@ -61,16 +62,21 @@ def _union(batch: SegBatch, b: int) -> Tensor:
     return masks.any(0) if masks.shape[0] else torch.zeros(masks.shape[1:], dtype=torch.bool)
 
 
+def _held(regions: Tensor) -> Tensor:
+    """Visual prompts ``[R, T, H, W]`` (drawn on their prompt frame) held on every frame."""
+    return regions.any(1, keepdim=True).expand_as(regions)
+
+
 class Baseline:
     """Callable like ``X2SAM.generate(batch)`` for one trivial baseline per task kind.
 
     Args:
         net: the model (for its tokenizer and token ids only).
-        chat_answer: the answer the chat baseline always gives.
+        chat_answer: the answer the chat baseline always gives, or one per chat task id.
         family: ``"input"`` (the model's inputs only) or ``"oracle"`` (ground-truth masks; see above).
     """
 
-    def __init__(self, net: Any, chat_answer: str = "Yes.", family: str = "input") -> None:
+    def __init__(self, net: Any, chat_answer: str | dict[str, str] = "Yes.", family: str = "input") -> None:
         if family not in ("input", "oracle"):
             raise ValueError(f"family must be 'input' or 'oracle', got {family!r}")
         self.net, self.chat_answer, self.family = net, chat_answer, family
@@ -106,7 +112,7 @@ class Baseline:
                 probs = torch.full((k, k + 1), -BIG)
                 probs[torch.arange(k), torch.arange(k)] = BIG  # each prompt: one detection of its category
                 instances.append(DecodeInstance(b, 0, [(b, c) for c in range(k)]))
-                queries.append(_logits(conversation.regions))
+                queries.append(_logits(_held(conversation.regions)))
                 scores.append(probs)
             elif kind in ("genseg", "ovseg", "vgdseg") and k:
                 objects = _logits(batch.targets[b].masks)
@@ -119,17 +125,17 @@ class Baseline:
                 instances.append(DecodeInstance(b, 0, [(b, c) for c in range(k)]))
                 queries.append(objects)
                 scores.append(probs)
-            elif kind == "intseg" and k:
-                regions = conversation.regions
+            elif kind in ("intseg", "objseg") and k:
+                regions = _held(conversation.regions)
                 probs = torch.full((k, k + 1), -BIG)
                 probs[torch.arange(k), torch.arange(k)] = BIG
                 instances.append(DecodeInstance(b, 0, [(b, c) for c in range(k)]))
                 queries.append(_logits(regions))
                 scores.append(probs)
         if kind == "chat":
-            replies = [
-                self.tokenizer(self.chat_answer, add_special_tokens=False)["input_ids"]
-            ] * batch.batch_size
+            answer = self.chat_answer
+            answer = answer[batch.tasks[0]] if isinstance(answer, dict) else answer
+            replies = [self.tokenizer(answer, add_special_tokens=False)["input_ids"]] * batch.batch_size
         out = X2SAMOutput(torch.zeros(1), None, ids, spans, instances)
         if kind == "gcgseg":
             out, replies = self._caption(batch)
