@@ -261,10 +261,15 @@ def test_only_the_coarse_levels_can_read_the_memory():
         MaskMemory(64, 64, num_levels=3, read_levels=4)
 
 
-def test_every_experiment_keeps_the_memory_off_by_default():
+def test_only_the_joint_experiment_turns_the_memory_on():
+    """The image and stage-1 experiments keep their outputs of before the memory; `joint` (images and
+    videos) trains with the CPU preset."""
     from x2sam_lightning import cli
 
     for experiment in cli.available_experiments():
-        cfg = compose_config(experiment)
-        assert cfg.model.segmentor.mask_memory is None, experiment
+        memory = compose_config(experiment).model.segmentor.mask_memory
+        if experiment == "joint":
+            assert memory.capacity == 6 and memory.num_layers == 1, experiment
+        else:
+            assert memory is None, experiment
     assert compose_config("agnostic", ["model/mask_memory=default"]).model.segmentor.mask_memory.capacity == 6
