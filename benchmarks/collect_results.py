@@ -20,6 +20,7 @@ ORDER = [
     "joint_batching",
     "joint_image",
     "joint",
+    "memory_ablation",
     "mask_memory",
     "streaming",
     "metrics_panoptic",

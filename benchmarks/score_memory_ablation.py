@@ -126,8 +126,9 @@ def main() -> None:
         "# Mask memory ablation on the held-out synthetic videos (experiment joint)",
         "",
         f"{result['date']}; {result['machine']}; `benchmarks/score_memory_ablation.py`. Two stage-2 runs of "
-        f"`fit +experiment=joint` from the same stage-1 checkpoint, {steps['tiny']} and {steps['none']} "
-        "optimiser steps: `model/mask_memory=tiny` (the default) and `none`. J&F (percent) on the test "
+        f"`fit +experiment=joint` from the same stage-1 checkpoint and the same `trainer.max_steps` (the "
+        f"checkpoints' global_step {steps['tiny']} and {steps['none']}): `model/mask_memory=tiny` (the "
+        "experiment's default) and `none`. J&F (percent) on the test "
         "split's videos, all of them and split by what the clip shows (the synthetic recipe's tags, "
         "computed from the masks; the split is defined here).",
         "",
