@@ -17,7 +17,7 @@ and the geometry of its visible mask, so every statement can be checked against 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -280,6 +280,21 @@ def grounded_caption(
     Each phrase is ``a [size] colour shape`` (the article included, as GranD-f phrases are); the object's
     place follows it outside the phrase.
     """
+    place = lambda attrs: position_phrase(attrs["position"])  # noqa: E731
+    return caption_with_phrases(objects, facts, ids, background, rng, _CAPTIONS, place)
+
+
+def caption_with_phrases(
+    objects: Sequence[Attributes],
+    facts: Sequence[Facts],
+    ids: Sequence[int],
+    background: str,
+    rng: np.random.Generator,
+    patterns: Sequence[str],
+    place: Callable[[Attributes], str],
+) -> tuple[str, list[dict[str, Any]]]:
+    """The GCG caption of a scene: objects left to right (by ``facts``' centres), each ``a [size] colour
+    shape`` phrase followed by ``place(attrs)`` outside it, joined into one of ``patterns``."""
     order = sorted(range(len(objects)), key=lambda i: (facts[i]["cx"], facts[i]["cy"]))
     pieces = []
     for i in order:
@@ -289,20 +304,19 @@ def grounded_caption(
             if rng.random() < 0.5
             else f"{attrs['color']} {attrs['shape']}"
         )
-        pieces.append((f"{_article(words)} {words}", f" {position_phrase(attrs['position'])}", i))
-    pattern = _CAPTIONS[int(rng.integers(len(_CAPTIONS)))]
+        pieces.append((f"{_article(words)} {words}", f" {place(attrs)}", i))
+    pattern = patterns[int(rng.integers(len(patterns)))]
     marker = "\x00"
-    items = _join([f"{marker}{phrase}{marker}{place}" for phrase, place, _ in pieces])
+    items = _join([f"{marker}{phrase}{marker}{where}" for phrase, where, _ in pieces])
     text = pattern.format(items=items, background=_BACKGROUND_WORDS[background])
     if text.startswith(marker):  # a sentence starts with its first phrase: capitalise it
         text = marker + text[1].upper() + text[2:]
-    caption, phrases, spans = "", [], []
+    caption, spans = "", []
     for n, part in enumerate(text.split(marker)):
         if n % 2 == 1:
             spans.append((len(caption), len(caption) + len(part)))
         caption += part
-    for (start, end), (_, _, i) in zip(spans, pieces):
-        phrases.append({"span": [start, end], "object_ids": [int(ids[i])]})
+    phrases = [{"span": [s, e], "object_ids": [int(ids[i])]} for (s, e), (_, _, i) in zip(spans, pieces)]
     return caption, phrases
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from x2sam_lightning.data.synthetic.language import (
-    _BACKGROUND_WORDS,
     _COLOUR_RIDDLES,
     _KIND_RIDDLES,
     _MULTI_KEYS,
@@ -25,9 +24,9 @@ from x2sam_lightning.data.synthetic.language import (
     _absent_description,
     _article,
     _count_answer,
-    _join,
     _reference,
     _words,
+    caption_with_phrases,
     describe_all,
     matching,
 )
@@ -171,27 +170,8 @@ def video_grounded_caption(
 ) -> tuple[str, list[dict[str, Any]]]:
     """A caption naming every object (left to right where first seen) with how it moves, and its phrases
     ``[{"span", "object_ids"}]`` (``a [size] colour shape``; the motion follows outside the phrase)."""
-    order = sorted(range(len(objects)), key=lambda i: (facts[i]["cx"], facts[i]["cy"]))
-    pieces = []
-    for i in order:
-        attrs = objects[i]
-        words = (
-            f"{attrs['size']} {attrs['color']} {attrs['shape']}"
-            if rng.random() < 0.5
-            else f"{attrs['color']} {attrs['shape']}"
-        )
-        pieces.append((f"{_article(words)} {words}", f" {motion_phrase(attrs['motion'])}", i))
-    pattern = _VIDEO_CAPTIONS[int(rng.integers(len(_VIDEO_CAPTIONS)))]
-    marker = "\x00"
-    items = _join([f"{marker}{phrase}{marker}{place}" for phrase, place, _ in pieces])
-    text = pattern.format(items=items, background=_BACKGROUND_WORDS[background])
-    caption, spans = "", []
-    for n, part in enumerate(text.split(marker)):
-        if n % 2 == 1:
-            spans.append((len(caption), len(caption) + len(part)))
-        caption += part
-    phrases = [{"span": [s, e], "object_ids": [int(ids[i])]} for (s, e), (_, _, i) in zip(spans, pieces)]
-    return caption, phrases
+    place = lambda attrs: motion_phrase(attrs["motion"])  # noqa: E731
+    return caption_with_phrases(objects, facts, ids, background, rng, _VIDEO_CAPTIONS, place)
 
 
 def video_chat_turns(
