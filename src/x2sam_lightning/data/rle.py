@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -100,10 +102,11 @@ def compressed_run_totals(counts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return totals, smallest
 
 
-def rle_runs(counts: str) -> list[int]:
-    """The runs of one compressed COCO RLE string, as the uncompressed ``counts`` list (unchecked sums)."""
-    runs: list[int] = []
-    value = shift = 0
+def _iter_runs(counts: str) -> Iterator[int]:
+    """The runs of one compressed COCO RLE string, decoded lazily (pycocotools' LEB128-like code: from the
+    third run on, each is stored as the difference to the run two before)."""
+    value = shift = count = 0
+    two_before = one_before = 0
     for c in counts.encode("ascii"):
         c -= 48
         value |= (c & 0x1F) << shift
@@ -112,11 +115,17 @@ def rle_runs(counts: str) -> list[int]:
             continue
         if c & 0x10:
             value -= 1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
+        if count > 2:
+            value += two_before
+        yield value
+        two_before, one_before = one_before, value
+        count += 1
         value = shift = 0
-    return runs
+
+
+def rle_runs(counts: str) -> list[int]:
+    """The runs of one compressed COCO RLE string, as the uncompressed ``counts`` list (unchecked sums)."""
+    return list(_iter_runs(counts))
 
 
 def rle_has_foreground(rle: dict[str, Any]) -> bool:
@@ -124,25 +133,8 @@ def rle_has_foreground(rle: dict[str, Any]) -> bool:
     an object absent on that frame). Reads runs only up to the first non-empty foreground run, so an
     object's mask is usually decided by its first two runs."""
     counts = rle["counts"]
-    if isinstance(counts, list):
-        return any(v > 0 for v in counts[1::2])
-    value = shift = 0
-    previous: list[int] = []
-    for c in counts.encode("ascii"):
-        c -= 48
-        value |= (c & 0x1F) << shift
-        shift += 5
-        if c & 0x20:
-            continue
-        if c & 0x10:
-            value -= 1 << shift
-        if len(previous) > 2:
-            value += previous[-2]
-        if len(previous) % 2 == 1 and value > 0:
-            return True
-        previous.append(value)
-        value = shift = 0
-    return False
+    runs = counts[1::2] if isinstance(counts, list) else itertools.islice(_iter_runs(counts), 1, None, 2)
+    return any(v > 0 for v in runs)
 
 
 #: Up to this many characters in all, a plain loop beats the numpy calls' fixed cost.
