@@ -571,6 +571,28 @@ def iter_raw_samples(
     yield from stream
 
 
+def open_source(
+    source: ShardSource, *, train: bool, seed: int = 0, shuffle_buffer: int = 0, on_error: OnError = "raise"
+) -> tuple[Iterator[dict[str, Any]], FailureGuard, np.random.Generator]:
+    """This rank's and worker's raw samples of ``source`` (its shards, sizes, skip counts and remote
+    options), the guard that bounds its failures in a row, and the reader's generator from ``seed``."""
+    rank, _, worker, _ = reader_info()
+    guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
+    raw = iter_raw_samples(
+        source.urls,
+        train=train,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
+        on_error=on_error,
+        expected=source.shard_sizes,
+        stats=source.stats,
+        guard=guard,
+        known_bad=source.known_bad_shards,
+        remote=source.remote,
+    )
+    return raw, guard, np.random.default_rng([seed, rank, worker])
+
+
 def iter_source(
     source: ShardSource,
     transform: Callable[[DecodedClip, np.random.Generator], Any],
@@ -589,20 +611,8 @@ def iter_source(
     usable sample (then :class:`SourceError`), ``source.max_pixels`` the frame size.
     """
     _check_on_error(on_error)
-    rank, _, worker, _ = reader_info()
-    rng = np.random.default_rng([seed, rank, worker])
-    guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
-    raw = iter_raw_samples(
-        source.urls,
-        train=train,
-        seed=seed,
-        shuffle_buffer=shuffle_buffer,
-        on_error=on_error,
-        expected=source.shard_sizes,
-        stats=source.stats,
-        guard=guard,
-        known_bad=source.known_bad_shards,
-        remote=source.remote,
+    raw, guard, rng = open_source(
+        source, train=train, seed=seed, shuffle_buffer=shuffle_buffer, on_error=on_error
     )
     for sample in raw:
         try:

@@ -24,11 +24,9 @@ import numpy as np
 from x2sam_lightning.data.errors import SampleError
 from x2sam_lightning.data.schema import parse_json
 from x2sam_lightning.data.shards import (
-    FailureGuard,
     OnError,
     decode_source_sample,
-    iter_raw_samples,
-    reader_info,
+    open_source,
     skip_sample,
 )
 from x2sam_lightning.data.sources import ShardSource
@@ -63,19 +61,7 @@ def iter_video_chunks(
     """
     if chunk_frames < 1:
         raise ValueError(f"eval_chunk_frames must be >= 1, got {chunk_frames}")
-    rank, _, worker, _ = reader_info()
-    rng = np.random.default_rng([0, rank, worker])
-    guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
-    raw_samples = iter_raw_samples(
-        source.urls,
-        train=False,
-        on_error=on_error,
-        expected=source.shard_sizes,
-        stats=source.stats,
-        guard=guard,
-        known_bad=source.known_bad_shards,
-        remote=source.remote,
-    )
+    raw_samples, guard, rng = open_source(source, train=False, on_error=on_error)
     for raw in raw_samples:
         try:
             sample = parse_json(
