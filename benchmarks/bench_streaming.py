@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from x2sam_lightning.data.synthetic.scenes import encode_mp4
+
 HERE = Path(__file__).parent
 SIZE, CHUNK = 128, 8
 K_FRAMES = 6  # the tiny memory's capacity
@@ -62,20 +64,8 @@ def synthetic_frames(num_frames: int, size: int = SIZE, seed: int = 0) -> np.nda
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 24) -> Path:
-    import av
-
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qp": "17", "preset": "veryfast", "threads": "1"}
-        for t, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    """Encode ``frames`` as the synthetic recipe encodes its clips (H.264, constant quantiser)."""
+    path.write_bytes(encode_mp4(np.ascontiguousarray(frames), fps))
     return path
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from x2sam_lightning.data.synthetic.scenes import encode_mp4
+
 
 def moving_squares(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     """``[T, H, W, 3]`` uint8: two coloured squares moving over a noisy background."""
@@ -26,18 +28,5 @@ def moving_squares(num_frames: int, height: int = 48, width: int = 64, seed: int
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
     """Encode ``frames`` as H.264 (constant quantiser, one thread) at ``path``."""
-    import av
-
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qp": "17", "preset": "veryfast", "threads": "1"}
-        for t, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path.write_bytes(encode_mp4(np.ascontiguousarray(frames), fps))
     return path
