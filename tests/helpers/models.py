@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
@@ -18,3 +19,15 @@ def tiny_segmentor(image_size: int = 128, memory: str | None = None, **parts: An
         overrides.append(f"model/mask_memory={memory}")
     overrides += [f"model.segmentor.{key}={value}" for key, value in parts.items()]
     return instantiate(compose_config("agnostic", overrides).model.segmentor)
+
+
+def random_language(instances: int, generator: torch.Generator, dim: int = 64) -> dict[str, torch.Tensor]:
+    """Stage-2 decode inputs of ``instances`` decoding instances (5 condition tokens, 2 conditions each,
+    nothing padded), as ``Segmentor.decode`` takes them, drawn from ``generator``."""
+    return {
+        "prompt": torch.randn(instances, dim, generator=generator),
+        "condition_tokens": torch.randn(instances, 5, dim, generator=generator),
+        "condition_token_padding": torch.zeros(instances, 5, dtype=torch.bool),
+        "conditions": torch.randn(instances, 2, dim, generator=generator),
+        "condition_padding_mask": torch.zeros(instances, 2, dtype=torch.bool),
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.models import tiny_segmentor
+from helpers.models import random_language, tiny_segmentor
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
@@ -159,13 +159,7 @@ def test_stage2_instances_each_decode_their_own_frames():
     clip = torch.randn(2, 3, 3, 64, 64)
     samples = torch.tensor([1, 0, 1])
     g = torch.Generator().manual_seed(0)
-    language = {
-        "prompt": torch.randn(3, 64, generator=g),
-        "condition_tokens": torch.randn(3, 5, 64, generator=g),
-        "condition_token_padding": torch.zeros(3, 5, dtype=torch.bool),
-        "conditions": torch.randn(3, 2, 64, generator=g),
-        "condition_padding_mask": torch.zeros(3, 2, dtype=torch.bool),
-    }
+    language = random_language(3, g)
     with torch.no_grad():
         features = model.encode(clip)
         together = model.decode(features, 3, instance_samples=samples, **language)

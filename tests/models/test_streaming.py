@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.models import tiny_segmentor
+from helpers.models import random_language, tiny_segmentor
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
@@ -73,13 +73,7 @@ def test_stage2_instances_stream_with_their_language_inputs():
     overrides += [f"model.segmentor.{k}={v}" for k, v in DECODER.items()]
     model = _trained(instantiate(compose_config("joint_image", overrides).model.segmentor))
     g = torch.Generator().manual_seed(0)
-    language = {
-        "prompt": torch.randn(3, 64, generator=g),
-        "condition_tokens": torch.randn(3, 5, 64, generator=g),
-        "condition_token_padding": torch.zeros(3, 5, dtype=torch.bool),
-        "conditions": torch.randn(3, 2, 64, generator=g),
-        "condition_padding_mask": torch.zeros(3, 2, dtype=torch.bool),
-    }
+    language = random_language(3, g)
     clip = torch.randn(1, 5, 3, 64, 64, generator=g)
     with torch.no_grad():
         whole = model.decode(

@@ -21,6 +21,8 @@ from x2sam_lightning.data.synthetic.language import (
     AREA_MARGIN,
     MULTI_SHARE,
     NO_TARGET_SHARE,
+    Attributes,
+    Facts,
     _absent_description,
     _article,
     _count_answer,
@@ -32,9 +34,6 @@ from x2sam_lightning.data.synthetic.language import (
 )
 from x2sam_lightning.data.synthetic.scenes import COLORS, SHAPES
 from x2sam_lightning.data.synthetic.video_scenes import COMEBACK, STILL
-
-Attributes = dict[str, str]
-Facts = dict[str, float]
 
 #: Attribute combinations a single-object video description may use, short to specific.
 VIDEO_SINGLE_KEYS: tuple[tuple[str, ...], ...] = (
