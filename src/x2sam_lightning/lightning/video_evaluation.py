@@ -13,8 +13,9 @@ The seam for both stages:
 - ``scorer(chunk) -> VideoScorer``: what a video's score keeps (stage 1: :class:`TrackAPScorer`, the
   YouTube-VIS track statistics, class-agnostic);
 - ``inputs(chunk) -> DecodeInputs`` (optional): the decode inputs of a video, called on its first chunk
-  (stage 2: its ``<SEG>`` instances' language inputs, from the LLM run on the video's conversation; to be
-  wired into ``X2SAMJoint`` when its video forward lands).
+  (stage 2: its ``<SEG>`` instances' language inputs, from the LLM run on the video's conversation). Not
+  wired into ``X2SAMJoint`` yet: stage 2 scores each clip whole, up to ``data.eval_max_frames``
+  (``lightning/evaluation.py``).
 """
 
 from __future__ import annotations
