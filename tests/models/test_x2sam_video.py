@@ -9,7 +9,7 @@ import torch
 from helpers.vlm import build_stage2, hand_made_video_batch
 
 from x2sam_lightning.models.chat_encoding import IGNORE_INDEX
-from x2sam_lightning.models.x2sam import DEFAULT_FPS, instance_targets
+from x2sam_lightning.models.x2sam import DEFAULT_FPS, DecodeInstance, instance_targets
 
 LORA = ("model.vl_backbone.lora={r: 4, lora_alpha: 8}", "model.vl_backbone.freeze_llm=true")
 
@@ -198,3 +198,16 @@ def test_a_clip_from_the_data_pipeline_trains(plain, tmp_path_factory):
     assert torch.isfinite(loss)
     loss.backward()
     plain.zero_grad()
+
+
+def test_a_union_target_is_trained_only_where_all_its_objects_are_annotated():
+    """A union ("both shapes") on a clip where shape 1 is not annotated on frame 1 (schema 2's null) and absent
+    (annotated, empty) on frame 2: the union is unknown on frame 1, known on frame 2."""
+    batch = hand_made_video_batch(4)
+    targets = batch.targets[0]
+    targets.valid[1, 1] = False
+    targets.masks[1, 2] = False
+    batch.conversations[0].condition_objects[0] = [0, 1]
+    union = instance_targets([DecodeInstance(0, 5, [(0, 0)], own=0)], batch)[0]
+    assert union.valid.tolist() == [[True, False, True, True]]
+    assert torch.equal(union.masks[0, 2], targets.masks[0, 2])

@@ -496,7 +496,9 @@ def instance_targets(instances: list[DecodeInstance], batch: SegBatch, copies: i
     ``set``: every object of every condition is a target labelled with its condition's column;
     ``per_condition``: one target, the union of the own condition's objects (none for a no-target one),
     repeated ``copies`` times so that as many queries learn it (one-to-many matching; evaluation takes the
-    query most confident in the condition).
+    query most confident in the condition). The union is known, and trained, only on the frames annotated
+    for every one of its objects: where one is not annotated (schema 2's ``null``) the union is unknown,
+    as the video scorers see only frames annotated for every object.
     """
     targets = []
     for inst in instances:
@@ -516,7 +518,7 @@ def instance_targets(instances: list[DecodeInstance], batch: SegBatch, copies: i
                 for _ in range(copies):
                     masks.append(sample.masks[index].any(0))
                     labels.append(inst.own)
-                    valid.append(sample.valid[index].any(0))
+                    valid.append(sample.valid[index].all(0))
         t, h, w = sample.masks.shape[1:]
         device = sample.masks.device
         n = len(masks)
