@@ -19,6 +19,7 @@ ORDER = [
     "training",
     "joint_batching",
     "joint_image",
+    "referring_kinds",
     "joint",
     "memory_ablation",
     "mask_memory",

@@ -40,7 +40,7 @@ _SINGLE_KEYS: tuple[tuple[str, ...], ...] = (
 )
 _MULTI_KEYS: tuple[tuple[str, ...], ...] = (("color",), ("shape",), ("size",), ("color", "shape"))
 _RELATION_TARGET_KEYS: tuple[tuple[str, ...], ...] = (("shape",), ("color",), ("color", "shape"))
-_RELATIONS = ("left of", "right of", "above", "below")
+RELATIONS = ("left of", "right of", "above", "below")
 
 #: Share of evaluation samples whose (first) reference is a no-target / a multi-object expression, and
 #: share of single-object ones that use a relation when the scene has one.
@@ -110,7 +110,7 @@ def relations(objects: Sequence[Attributes], facts: Sequence[Facts]) -> list[tup
             if len(similar) < 2:
                 continue
             for b, anchor in anchors.items():
-                for relation in _RELATIONS:
+                for relation in RELATIONS:
                     holders = [y for y in similar if y != b and _holds(relation, facts[y], facts[b])]
                     if holders == [x]:
                         found.append((f"the {_words(attrs, keys)} {relation} {anchor}", x))
