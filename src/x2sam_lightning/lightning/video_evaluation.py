@@ -172,8 +172,9 @@ class StreamingVideoEvaluator:
             if chunk.start == 0:
                 if chunk.video in self.open:  # its end never came (a skipped chunk): not scored
                     self._drop(chunk.video)
-                stream = StreamingDecoder(self.segmentor)
-                if self.inputs is not None:
+                if self.inputs is None:
+                    stream = StreamingDecoder(self.segmentor)
+                else:
                     inputs = self.inputs(chunk)
                     stream = None if inputs is None else StreamingDecoder(self.segmentor, inputs)
                 self.open[chunk.video] = _OpenVideo(stream, self.scorer(chunk))
