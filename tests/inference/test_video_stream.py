@@ -15,7 +15,6 @@ from x2sam_lightning.data.rle import decode_rles
 from x2sam_lightning.inference.video_predictor import (
     VideoPredictor,
     VideoRequest,
-    capture_decode,
     sample_frames,
 )
 from x2sam_lightning.inference.video_stream import (
@@ -25,7 +24,7 @@ from x2sam_lightning.inference.video_stream import (
     VideoReadError,
     model_input,
 )
-from x2sam_lightning.models.streaming import DecodeInputs
+from x2sam_lightning.models.streaming import DecodeInputs, capture_decode
 
 SIZE = 64
 SMALL = [

@@ -63,7 +63,7 @@ from x2sam_lightning.data.shards import (
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import local_shard_table, read_shard
 from x2sam_lightning.data.transforms import ResizePadNormalize
-from x2sam_lightning.data.video_chunks import iter_video_chunks
+from x2sam_lightning.data.video_chunks import STREAM_KEY, iter_video_chunks
 from x2sam_lightning.data.worker_lifetime import with_parent_death
 from x2sam_lightning.types import SegBatch, SegSample
 
@@ -661,8 +661,15 @@ class EvalBatchStream(IterableDataset):
         source = self.source
         guard = FailureGuard(source.name, source.where, source.max_consecutive_failures)
         if self.chunk_frames is not None:  # a video's chunks, one batch each, in order
+            # Stage 2: a video's conversations are built on its first chunk (the conditions and prompts
+            # the LLM reads there) and every later chunk carries them.
+            first: list[SegSample] = []
             for chunk in iter_video_chunks(source, self.transform, self.chunk_frames, self.on_error):
-                for sample in self._variants(chunk, guard):
+                if chunk.meta[STREAM_KEY]["start"] == 0 or not self.conversations:
+                    first = variants = self._variants(chunk, guard)
+                else:
+                    variants = [replace(chunk, conversation=v.conversation) for v in first]
+                for sample in variants:
                     yield collate_samples([sample])
             return
         for decoded in iter_source(source, self.transform, self.clip, train=False, on_error=self.on_error):

@@ -304,6 +304,7 @@ def decode_sample(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_objects: int | None = None,
     mask_size: Callable[[int, int], tuple[int, int] | None] | None = None,
+    whole_video_objects: bool = False,
 ) -> DecodedClip:
     """Validate and decode one raw WebDataset sample (``{"__key__", "__url__", "json", "png", ...}``).
 
@@ -328,6 +329,8 @@ def decode_sample(
         mask_size: ``(height, width) -> (h, w)`` the masks are wanted at (nearest-exact, as
             :class:`~x2sam_lightning.data.transforms.ResizePadNormalize` resizes), or None for the source
             resolution.
+        whole_video_objects: keep the objects that show on any frame of the video, not only of the clip
+            (a chunk of an evaluation video: every chunk then has the video's objects, in one order).
 
     Raises:
         SampleError: a missing or extra member, a json that breaks the schema or disagrees with the index,
@@ -388,7 +391,8 @@ def decode_sample(
     # Schema 2: an empty mask is an object absent there, so an object must show on a clip frame to be a
     # target; schema 1: any non-null mask (its null folded absent into "not annotated").
     shows = _shows_v2 if sample["schema"] >= 2 else _shows_v1
-    present = [obj for obj in sample["objects"] if any(shows(obj["masks"][t]) for t in indices)]
+    seen = range(num_frames) if whole_video_objects else indices
+    present = [obj for obj in sample["objects"] if any(shows(obj["masks"][t]) for t in seen)]
     if max_objects is not None and len(present) > max_objects:
         chosen = range(max_objects) if rng is None else rng.choice(len(present), max_objects, replace=False)
         present = [present[i] for i in sorted(chosen)]
@@ -634,10 +638,12 @@ def decode_source_sample(
     rng: np.random.Generator,
     *,
     train: bool,
+    whole_video_objects: bool = False,
 ) -> Any:
     """One raw sample of ``source`` decoded (checked against the source's index) and transformed.
 
-    ``rng`` draws the clip start, the ``max_objects`` subset (training) and the transform's flips.
+    ``rng`` draws the clip start, the ``max_objects`` subset (training) and the transform's flips;
+    ``whole_video_objects`` as for :func:`decode_sample`.
 
     Raises:
         SampleError: as :func:`decode_sample`.
@@ -652,6 +658,7 @@ def decode_source_sample(
         max_pixels=source.max_pixels,
         max_objects=source.max_objects if train else None,
         mask_size=getattr(transform, "mask_size", None),
+        whole_video_objects=whole_video_objects,
     )
     out = transform(clip, rng)
     out.source = source.name

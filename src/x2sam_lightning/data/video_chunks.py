@@ -11,6 +11,11 @@ compressed bytes stay with the raw sample until its last chunk. The chunk's plac
 so a LightningModule carries its mask memory and its metric sums from one batch to the next
 (``lightning/video_evaluation.py``) and scores the video once its last chunk is in. There is no
 ``eval_max_frames`` limit on this path: nothing is cut, and nothing holds the whole video.
+
+Every chunk holds the objects of the whole video (those that show on any of its frames), in the order the
+whole clip has them, absent ones with empty masks: a chunk's targets line up with the video's, and so do
+the object indices of a stage-2 conversation built on the first chunk (``EvalBatchStream`` gives every
+chunk that conversation).
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ def iter_video_chunks(
             total = int(sample.get("num_frames", 1)) if isinstance(sample, dict) else 1
             for start in range(0, max(total, 1), chunk_frames):
                 frames = ChunkFrames(start, start + chunk_frames)
-                out = decode_source_sample(source, raw, transform, frames, rng, train=False)
+                out = decode_source_sample(
+                    source, raw, transform, frames, rng, train=False, whole_video_objects=True
+                )
                 out.meta[STREAM_KEY] = {
                     "video": out.key,
                     "start": start,

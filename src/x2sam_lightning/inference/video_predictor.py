@@ -28,7 +28,6 @@ and works today.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from x2sam_lightning.inference.video_stream import (
     model_input,
     stream_video,
 )
-from x2sam_lightning.models.streaming import DecodeInputs
+from x2sam_lightning.models.streaming import DecodeInputs, generate_decode_inputs
 from x2sam_lightning.special_tokens import IMAGE, P_END, P_START, REGION, SEG, VIDEO
 
 
@@ -97,28 +96,6 @@ def check_prompts(prompts: Sequence[dict[str, Any]], num_frames: int, name: str)
             raise PromptError(
                 f"prompt {n} is on frame {frame}, but {name} has {num_frames} frames (0..{num_frames - 1})"
             )
-
-
-@contextmanager
-def capture_decode(segmentor: torch.nn.Module) -> Iterator[list[dict[str, torch.Tensor]]]:
-    """Record the language keyword arguments of every ``segmentor.decode`` call made inside the block.
-
-    This is the seam between stage 2's language side and the streaming engine: whatever ``X2SAM`` computes
-    for its ``<SEG>`` instances (prompt, condition tokens, conditions and their padding) is exactly what
-    it hands the segmentor, so it is read there, without a second code path that could drift from it.
-    """
-    calls: list[dict[str, torch.Tensor]] = []
-    original = segmentor.decode
-
-    def recording(features: Any, num_frames: int, instance_samples: Any = None, **language: Any) -> Any:
-        calls.append({k: v.detach() for k, v in language.items() if v is not None})
-        return original(features, num_frames, instance_samples=instance_samples, **language)
-
-    segmentor.decode = recording  # an instance attribute: shadows the method until deleted
-    try:
-        yield calls
-    finally:
-        del segmentor.decode
 
 
 def x2sam_request(
@@ -191,11 +168,10 @@ def x2sam_request(
         ).to(device)
         limit = max_new_tokens or module.hparams.max_new_tokens
         generator = torch.Generator().manual_seed(module.hparams.eval_seed)
-        with capture_decode(net.segmentor) as calls, torch.no_grad():
-            out, replies = net.generate(batch, limit, generator)
+        out, replies, inputs = generate_decode_inputs(net, batch, limit, generator)
         tokenizer = net.vl_backbone.tokenizer
         reply = tokenizer.decode(replies[0], skip_special_tokens=False)
-        if not out.instances or not calls:
+        if inputs is None:
             return VideoRequest(None, [], reply, frames)
 
         def name(k: int) -> str:
@@ -211,7 +187,7 @@ def x2sam_request(
             for column in columns:
                 k = inst.conditions[column][1]
                 objects.append(TrackedObject(k, i, column, name(k)))
-        return VideoRequest(DecodeInputs.from_language(calls[-1]), objects, reply, frames)
+        return VideoRequest(inputs, objects, reply, frames)
 
     return request
 

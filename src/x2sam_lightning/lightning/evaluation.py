@@ -11,7 +11,10 @@ content at the model input size.
 Videos are scored as tracks: every output is ``[.., T, H, W]`` and a video metric (J&F, VPQ, mVC, video AP,
 V-VGD AP) gets the frames annotated for every object of the sample
 (:meth:`~x2sam_lightning.types.TrackTargets.annotated_frames`; schema 2's ``null``), as the official scorers
-see only annotated frames. Images are ``T = 1``: the same code, frame 0.
+see only annotated frames. Images are ``T = 1``: the same code, frame 0. A video read in chunks is
+scored by the same functions once its last chunk is in, on a batch of its annotated frames
+(``lightning/x2sam_video_scoring.py``); what a kind reads of a video beyond those frames is only the
+class logits, the mean over every frame.
 
 Each task's metrics form a :class:`~x2sam_lightning.metrics.factory.TaskMetricCollection` built from
 ``conf/model/metrics`` (one member per name; visual-prompt tasks have one member per prompt type, chosen
@@ -377,7 +380,7 @@ class Evaluator:
         self, batch: SegBatch, out: X2SAMOutput, replies: list, metrics: TaskMetricCollection
     ) -> None:
         """Detections of each prompted region's category against every instance of the image (of the
-        video: tracks)."""
+        video: tracks over its annotated frames, their mask quality too, as generic segmentation's)."""
         for b, conversation in enumerate(batch.conversations):
             target = batch.targets[b]
             to_category = torch.as_tensor(conversation.condition_labels, dtype=torch.long)
@@ -392,12 +395,12 @@ class Evaluator:
             else:
                 det = instance_detections(
                     self._prompt_logits(out, index, len(conversation.condition_labels)),
-                    self._instance_masks(batch, out, index),
+                    self._scored(batch, b, self._instance_masks(batch, out, index)),
                     self.top_k,
                     self.class_loss,
                 )
                 masks, scores, labels = (
-                    self._scored(batch, b, det["masks"]).cpu(),
+                    det["masks"].cpu(),
                     det["scores"].cpu(),
                     to_category[det["labels"].cpu()],
                 )

@@ -10,12 +10,16 @@ after its last frame. Every stored (annotated) frame is scored; nothing is cut.
 
 The seam for both stages:
 
-- ``scorer(chunk) -> VideoScorer``: what a video's score keeps (stage 1: :class:`TrackAPScorer`, the
-  YouTube-VIS track statistics, class-agnostic);
-- ``inputs(chunk) -> DecodeInputs`` (optional): the decode inputs of a video, called on its first chunk
-  (stage 2: its ``<SEG>`` instances' language inputs, from the LLM run on the video's conversation). Not
-  wired into ``X2SAMJoint`` yet: stage 2 scores each clip whole, up to ``data.eval_max_frames``
-  (``lightning/evaluation.py``).
+- ``inputs(chunk) -> DecodeInputs | None`` (optional): the decode inputs of a video, called on its first
+  chunk (stage 2: its ``<SEG>`` instances' language inputs, from the LLM run on the video's conversation;
+  None: the reply segments nothing, so no frame goes through the decoder);
+- ``scorer(chunk) -> VideoScorer``: what a video's score keeps, made after ``inputs`` (stage 1:
+  :class:`TrackAPScorer`, the YouTube-VIS track statistics, class-agnostic; stage 2:
+  ``lightning/x2sam_video_scoring.py``, the video's tracks on its annotated frames, scored by the
+  whole-clip ``Evaluator`` after the last chunk).
+
+A video is keyed by its key and, for prompted stage-2 tasks, the conversation's prompt type (each prompt
+type is its own stream of the same frames).
 """
 
 from __future__ import annotations
@@ -89,16 +93,19 @@ def _slice_targets(targets: TrackTargets, start: int, stop: int) -> TrackTargets
     )
 
 
-def video_chunks(batch: SegBatch, chunk_frames: int) -> Iterator[VideoChunk]:
-    """The batch's videos as chunks of at most ``chunk_frames`` frames, in order.
+def video_chunks(batch: SegBatch, chunk_frames: int | None) -> Iterator[VideoChunk]:
+    """The batch's videos as chunks of at most ``chunk_frames`` frames (None: the batch's), in order.
 
     A batch of a chunked stream (``meta[b]["stream"]``) continues its video; any other batch holds whole
     videos (each one starts and ends in it).
     """
     num_frames = batch.num_frames
+    chunk_frames = chunk_frames or max(num_frames, 1)
     for b in range(batch.batch_size):
         stream = batch.meta[b].get(STREAM_KEY) if b < len(batch.meta) else None
         key = stream["video"] if stream else batch.keys[b]
+        prompt_type = batch.conversations[b].prompt_type if b < len(batch.conversations) else None
+        key = key if prompt_type is None else f"{key} ({prompt_type} prompts)"
         offset, ends = (int(stream["start"]), bool(stream["last"])) if stream else (0, True)
         for start in range(0, num_frames, chunk_frames):
             stop = min(num_frames, start + chunk_frames)
@@ -116,11 +123,21 @@ def video_chunks(batch: SegBatch, chunk_frames: int) -> Iterator[VideoChunk]:
 
 
 class VideoScorer(Protocol):
-    """What one video's score keeps between its chunks."""
+    """What one video's score keeps between its chunks (``frames`` is empty when nothing is decoded)."""
 
     def add(self, chunk: VideoChunk, frames: list[FrameOutput]) -> None: ...
 
     def finish(self) -> None: ...
+
+
+@dataclass
+class _OpenVideo:
+    """A video between its first and last chunk: its decoder (None: nothing to decode), its scorer and
+    the frame the next chunk must start at."""
+
+    stream: StreamingDecoder | None
+    scorer: VideoScorer
+    next_frame: int = 0
 
 
 class StreamingVideoEvaluator:
@@ -129,22 +146,23 @@ class StreamingVideoEvaluator:
     Args:
         segmentor: the model's segmentor (a mask memory makes it track; without one frames are independent).
         scorer: makes a video's scorer from its first chunk.
-        inputs: the video's decode inputs from its first chunk (stage 2); None: stage 1.
-        chunk_frames: frames run through the model at once.
+        inputs: the video's decode inputs from its first chunk (stage 2; None from it: nothing to decode);
+            None: stage 1.
+        chunk_frames: frames run through the model at once (None: a batch's frames, as they come).
     """
 
     def __init__(
         self,
         segmentor: Segmentor,
         scorer: Callable[[VideoChunk], VideoScorer],
-        inputs: Callable[[VideoChunk], DecodeInputs] | None = None,
-        chunk_frames: int = 8,
+        inputs: Callable[[VideoChunk], DecodeInputs | None] | None = None,
+        chunk_frames: int | None = 8,
     ) -> None:
-        if chunk_frames < 1:
+        if chunk_frames is not None and chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.segmentor, self.scorer, self.inputs = segmentor, scorer, inputs
-        self.chunk_frames = int(chunk_frames)
-        self.open: dict[str, tuple[StreamingDecoder, VideoScorer]] = {}
+        self.chunk_frames = None if chunk_frames is None else int(chunk_frames)
+        self.open: dict[str, _OpenVideo] = {}
         self.dropped = 0
 
     @torch.no_grad()
@@ -154,23 +172,29 @@ class StreamingVideoEvaluator:
             if chunk.start == 0:
                 if chunk.video in self.open:  # its end never came (a skipped chunk): not scored
                     self._drop(chunk.video)
-                inputs = self.inputs(chunk) if self.inputs is not None else None
-                self.open[chunk.video] = (StreamingDecoder(self.segmentor, inputs), self.scorer(chunk))
+                if self.inputs is None:
+                    stream = StreamingDecoder(self.segmentor)
+                else:
+                    inputs = self.inputs(chunk)
+                    stream = None if inputs is None else StreamingDecoder(self.segmentor, inputs)
+                self.open[chunk.video] = _OpenVideo(stream, self.scorer(chunk))
             elif chunk.video not in self.open:
                 raise ValueError(
                     f"evaluation video {chunk.video}: a chunk at frame {chunk.start} arrived without the "
                     "video's first frames (chunks of a video must come in order, from frame 0)"
                 )
-            stream, scorer = self.open[chunk.video]
-            if stream.next_frame != chunk.start:
+            video = self.open[chunk.video]
+            if video.next_frame != chunk.start:
                 raise ValueError(
-                    f"evaluation video {chunk.video}: frames {stream.next_frame}.. were expected, got a chunk "
+                    f"evaluation video {chunk.video}: frames {video.next_frame}.. were expected, got a chunk "
                     f"starting at {chunk.start}"
                 )
-            scorer.add(chunk, stream.step(chunk.pixel_values))
+            frames = [] if video.stream is None else video.stream.step(chunk.pixel_values)
+            video.next_frame += chunk.num_frames
+            video.scorer.add(chunk, frames)
             if chunk.last:
                 del self.open[chunk.video]
-                scorer.finish()
+                video.scorer.finish()
 
     def _drop(self, video: str) -> None:
         log.warning("evaluation video %s ended before its last frame (a skipped chunk?): not scored", video)

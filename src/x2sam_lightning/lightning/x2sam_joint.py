@@ -6,6 +6,11 @@ Optimisation: parameter groups with their own learning rates (the paper: mask en
 1e-4), AdamW, warm-up then cosine; modality-aware gradient accumulation and clipping by the module
 (manual optimisation, ``lightning/accumulation.py``: ``model.accumulation``).
 
+Evaluation generates each reply and scores its masks (``lightning/evaluation.py``); a video read in chunks
+(``data.eval_chunk_frames``) is streamed through the mask memory and scored after its last chunk by the
+same code (``lightning/x2sam_video_scoring.py``), so a video of any length is scored on every annotated
+frame.
+
 Checkpoints hold only what training changes (the frozen base weights of the vision-language model stay
 in its local folder) plus an ``x2sam_stage2`` record: the base folder and the digest of its config, and
 the model config when the CLI built the module, so a checkpoint names what rebuilds it. Loading checks
@@ -24,6 +29,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from x2sam_lightning.data.templates import task_kind
+from x2sam_lightning.data.video_chunks import STREAM_KEY
 from x2sam_lightning.lightning.accumulation import ACCUMULATION_KEY, AccumulatedTraining, ModalityAccumulation
 from x2sam_lightning.lightning.checkpoint_files import CheckpointError
 from x2sam_lightning.lightning.checkpoints import STAGE1_PARTS, load_stage1_into
@@ -31,6 +37,8 @@ from x2sam_lightning.lightning.data_stats import log_skip_stats
 from x2sam_lightning.lightning.deferred import DeferredParts, Part
 from x2sam_lightning.lightning.evaluation import Evaluator, build_metrics
 from x2sam_lightning.lightning.optim import param_groups
+from x2sam_lightning.lightning.video_evaluation import StreamingVideoEvaluator
+from x2sam_lightning.lightning.x2sam_video_scoring import X2SAMVideoScoring
 from x2sam_lightning.metrics.factory import TaskMetricCollection, to_floats
 from x2sam_lightning.models.criterion import num_masks_across_processes
 from x2sam_lightning.models.region_sampler import RegionSampler
@@ -139,6 +147,7 @@ class X2SAMJoint(DeferredParts, AccumulatedTraining, L.LightningModule):
         self.strict_loading = False
         self._evaluated: dict[str, list[str]] = {"val": [], "test": []}
         self._templates: dict[tuple[str, str], set[str]] = {}  # (stage, source) -> wordings evaluated
+        self._video_evaluators: dict[tuple[str, str], StreamingVideoEvaluator] = {}  # chunked videos
         self._stage1_loaded = False
         self._take_parts(segmentor=segmentor, vl_backbone=vl_backbone)
 
@@ -226,7 +235,7 @@ class X2SAMJoint(DeferredParts, AccumulatedTraining, L.LightningModule):
     # -- evaluation ------------------------------------------------------------------------------------
 
     def _source_name(self, stage: str, dataloader_idx: int, batch: SegBatch) -> str:
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = getattr(self._trainer, "datamodule", None)
         names = getattr(datamodule, f"{stage}_source_names", None)
         return names[dataloader_idx] if names else batch.source
 
@@ -244,7 +253,7 @@ class X2SAMJoint(DeferredParts, AccumulatedTraining, L.LightningModule):
     def _collection(self, stage: str, source: str, task: str) -> TaskMetricCollection:
         key = f"{stage}__{source}"
         if key not in self.eval_metrics:
-            datamodule = getattr(self.trainer, "datamodule", None)
+            datamodule = getattr(self._trainer, "datamodule", None)
             sources = getattr(datamodule, f"{stage}_sources", {}) or {}
             self.eval_metrics[key] = self.source_metrics(task, sources.get(source)).to(self.device)
             self._evaluated[stage].append(source)
@@ -259,12 +268,31 @@ class X2SAMJoint(DeferredParts, AccumulatedTraining, L.LightningModule):
             self._collection(stage, name, sources[name].task)
 
     def _evaluate(self, batch: SegBatch, stage: str, dataloader_idx: int) -> None:
+        """Score a batch: whole clips at once; a chunk of a video read in chunks (``data.eval_chunk_frames``)
+        through the video's stream (``lightning/x2sam_video_scoring.py``), scored after its last chunk."""
         source = self._source_name(stage, dataloader_idx, batch)
         metrics = self._collection(stage, source, batch.tasks[0])
         self._templates.setdefault((stage, source), set()).update(c.template for c in batch.conversations)
+        if batch.meta and STREAM_KEY in batch.meta[0]:
+            self._video_evaluator(stage, source, metrics).update(batch)
+            return
         generator = torch.Generator().manual_seed(self.hparams.eval_seed)
         out, replies = self.net.generate(batch, self.hparams.max_new_tokens, generator)
         self.evaluator(batch, out, replies, metrics)
+
+    def _video_evaluator(
+        self, stage: str, source: str, metrics: TaskMetricCollection
+    ) -> StreamingVideoEvaluator:
+        """The source's streamed-video evaluator: the LLM on a video's first chunk, every chunk through the
+        memory as it comes (one chunk batch, one decoder chunk)."""
+        key = (stage, source)
+        if key not in self._video_evaluators:
+            hp = self.hparams
+            seam = X2SAMVideoScoring(self.net, self.evaluator, metrics, hp.max_new_tokens, hp.eval_seed)
+            self._video_evaluators[key] = StreamingVideoEvaluator(
+                self.net.segmentor, seam.scorer, seam.inputs, chunk_frames=None
+            )
+        return self._video_evaluators[key]
 
     def validation_step(self, batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "val", dataloader_idx)
@@ -278,6 +306,8 @@ class X2SAMJoint(DeferredParts, AccumulatedTraining, L.LightningModule):
 
     def _log_metrics(self, stage: str) -> None:
         log.info("%s templates: %s", stage, self.evaluated_templates(stage))
+        for key in [k for k in self._video_evaluators if k[0] == stage]:
+            self._video_evaluators.pop(key).reset()  # a video whose last chunk never came: not scored
         for source in self._evaluated[stage]:
             collection = self.eval_metrics[f"{stage}__{source}"]
             for name, value in to_floats(collection.compute()).items():

@@ -12,13 +12,16 @@ the video's length, and the frames of a chunked video get the masks the whole cl
 Both stages use it: stage 1 (``AgnosticSegmentor``) streams with no language inputs, one decoding instance
 per video; stage 2 (``X2SAM``) passes the ``Segmentor.decode`` keyword arguments its LLM produced for the
 request (one row per ``<SEG>`` instance: ``prompt``, ``condition_tokens``, ``conditions``, ...), computed
-once (on sampled frames) and reused for every chunk.
+once (:func:`generate_decode_inputs`: the predictor on sampled frames, evaluation on a video's first
+chunk) and reused for every chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -125,3 +128,40 @@ class StreamingDecoder:
         return [
             FrameOutput(first + i, out["pred_logits"], out["pred_masks"]) for i, out in enumerate(decoded)
         ]
+
+
+@contextmanager
+def capture_decode(segmentor: torch.nn.Module) -> Iterator[list[dict[str, Tensor]]]:
+    """Record the language keyword arguments of every ``segmentor.decode`` call made inside the block.
+
+    This is the seam between stage 2's language side and the streaming engine: whatever ``X2SAM`` computes
+    for its ``<SEG>`` instances (prompt, condition tokens, conditions and their padding) is exactly what
+    it hands the segmentor, so it is read there, without a second code path that could drift from it.
+    """
+    calls: list[dict[str, Tensor]] = []
+    original = segmentor.decode
+
+    def recording(features: Any, num_frames: int, instance_samples: Any = None, **language: Any) -> Any:
+        calls.append({k: v.detach() for k, v in language.items() if v is not None})
+        return original(features, num_frames, instance_samples=instance_samples, **language)
+
+    segmentor.decode = recording  # an instance attribute: shadows the method until deleted
+    try:
+        yield calls
+    finally:
+        del segmentor.decode
+
+
+def generate_decode_inputs(
+    net: Any, batch: Any, max_new_tokens: int, generator: torch.Generator | None = None
+) -> tuple[Any, list[list[int]], DecodeInputs | None]:
+    """``X2SAM.generate`` on a one-sample ``batch`` and the decode inputs its reply's ``<SEG>`` instances
+    handed the segmentor (:func:`capture_decode`), to stream the rest of the video with.
+
+    Returns:
+        The pass's ``X2SAMOutput``, the generated replies and the decode inputs (None: no ``<SEG>``).
+    """
+    with capture_decode(net.segmentor) as calls, torch.no_grad():
+        out, replies = net.generate(batch, max_new_tokens, generator)
+    inputs = DecodeInputs.from_language(calls[-1]) if out.instances and calls else None
+    return out, replies, inputs
