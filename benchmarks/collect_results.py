@@ -24,6 +24,7 @@ ORDER = [
     "memory_ablation",
     "mask_memory",
     "streaming",
+    "streaming_rss",
     "metrics_panoptic",
     "metrics_video",
     "metrics_text",
