@@ -7,9 +7,11 @@ a *track* with one mask per frame. Shapes use ``B`` batch, ``T`` frames, ``N`` o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +20,9 @@ from x2sam_lightning.normalization import frames_to_model_input
 #: Tensors up to this size are pickled as bytes inside the message (see :func:`_reduce_inline`).
 INLINE_PICKLE_BYTES = 1 << 20
 _INLINE_DTYPES = frozenset({torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.float32})
+#: Bool tensors of more elements than this cross as packed bits (smaller ones: the packing call costs more
+#: than the bytes it saves).
+_PACK_BOOL_ELEMENTS = 1024
 
 
 class _Inline:
@@ -29,7 +34,13 @@ class _Inline:
         self.array = array
 
     def __reduce__(self):
+        if self.array.dtype == np.bool_ and self.array.size > _PACK_BOOL_ELEMENTS:
+            return (_unpack_bits, (np.packbits(self.array, axis=None), self.array.shape))
         return (_Inline, (self.array,))
+
+
+def _unpack_bits(packed: np.ndarray, shape: tuple[int, ...]) -> _Inline:
+    return _Inline(np.unpackbits(packed, count=math.prod(shape)).view(np.bool_).reshape(shape))
 
 
 def _pack(value: Any) -> Any:
@@ -56,7 +67,8 @@ def _reduce_inline(self: Any) -> tuple[Any, tuple[type, dict[str, Any]]]:
     of its own, which costs about half a millisecond per tensor whatever its size; a batch holds five
     small target tensors per sample, so a batch of 8 images took ~35 ms to cross, more than decoding it.
     Inlined (a copy of a few KB), it takes ~1 ms; large tensors (pixels, big mask stacks) still go
-    through shared memory.
+    through shared memory. Bool masks cross as packed bits: the bytes of the message are pickled, piped
+    and unpickled, so an 8-frame clip's 0.5 MB of masks cost more to cross than their decoding did.
     """
     return (_rebuild_inline, (type(self), {f.name: _pack(getattr(self, f.name)) for f in fields(self)}))
 
