@@ -152,6 +152,30 @@ def test_bool_masks_cross_as_packed_bits():
         assert torch.equal(back.valid, targets.valid) and torch.equal(back.iscrowd, targets.iscrowd)
 
 
+def test_a_batchs_targets_cross_stacked_and_come_back_per_sample(tiny_root):
+    batch = _batch(tiny_root)
+    empty = batch.targets[0]
+    batch.targets[1] = TrackTargets(  # a sample without objects
+        masks=empty.masks[:0],
+        labels=empty.labels[:0],
+        valid=empty.valid[:0],
+        object_ids=empty.object_ids[:0],
+        iscrowd=empty.iscrowd[:0],
+    )
+    for keep_original in (False, True):  # source-resolution masks differ in size: sent per sample
+        if keep_original:
+            for t in batch.targets:
+                t.original_masks = t.masks[..., : 10 + len(t), :20]
+        data = bytes(ForkingPickler.dumps(batch))
+        assert (b"_unstack_targets" in data) == (not keep_original)
+        back = pickle.loads(data)
+        assert [len(t) for t in back.targets] == [len(t) for t in batch.targets]
+        for a, b in zip(back.targets, batch.targets):
+            for name in ("masks", "labels", "valid", "object_ids", "iscrowd", "original_masks"):
+                x, y = getattr(a, name), getattr(b, name)
+                assert (x is None and y is None) or (x.dtype == y.dtype and torch.equal(x, y))
+
+
 def test_batches_from_two_workers_equal_batches_made_in_process(tiny_root):
     from torch.utils.data import DataLoader, IterableDataset
 
