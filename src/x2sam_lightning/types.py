@@ -90,9 +90,10 @@ class _StackedTargets:
 
     @staticmethod
     def fits(targets: list[Any]) -> bool:
-        """Stackable: plain targets without source-resolution masks, sharing ``T, H, W`` and dtypes."""
+        """Worth stacking (more than one) and stackable: plain targets without source-resolution masks,
+        sharing ``T, H, W`` and dtypes."""
         return (
-            bool(targets)
+            len(targets) > 1
             and all(type(t) is TrackTargets and t.original_masks is None for t in targets)
             and len({(t.masks.shape[1:], t.masks.dtype, t.masks.device, t.valid.shape[1:]) for t in targets})
             == 1
