@@ -53,7 +53,7 @@ def test_vectorised_and_loop_parsers_agree_on_random_strings():
                 rle.compressed_runs(strings * 200)
             continue
         vector = rle.compressed_runs(strings * 200)
-        assert [r.tolist() for r in vector[:3]] == loop
+        assert [list(r) for r in vector[:3]] == loop
 
 
 @pytest.mark.parametrize(

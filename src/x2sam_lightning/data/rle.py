@@ -33,12 +33,13 @@ class RLECountsError(ValueError):
         super().__init__(problem)
 
 
-def compressed_runs(counts: list[str]) -> list[np.ndarray]:
-    """The runs of each COCO compressed RLE string (pycocotools' ``rleFrString``), int64.
+def compressed_runs(counts: list[str]) -> list[list[int]] | list[np.ndarray]:
+    """The runs of each COCO compressed RLE string (pycocotools' ``rleFrString``).
 
-    Up to :data:`_SHORT` characters in all, one string at a time in a plain loop; above, vectorised over
-    all strings at once (a sample's masks are parsed in a few numpy calls). Each run is a little-endian
-    group of 5-bit chunks (``char - 48``; bit 5 = more chunks follow, bit 4 of the last chunk =
+    Up to :data:`_SHORT` characters in all, one string at a time in a plain loop, as int lists (a few
+    short masks cost more in numpy calls than in Python); above, vectorised over all strings at once, as
+    int64 arrays (a sample's masks are parsed in a few numpy calls). Each run is a little-endian group of
+    5-bit chunks (``char - 48``; bit 5 = more chunks follow, bit 4 of the last chunk =
     negative); from the fourth run on, a run is stored as the difference to the run two before it.
 
     Raises:
@@ -46,7 +47,7 @@ def compressed_runs(counts: list[str]) -> list[np.ndarray]:
             the end, or a run longer than 7 characters.
     """
     if sum(map(len, counts)) <= _SHORT:
-        return [np.array(runs, dtype=np.int64) for runs in _runs_loop(counts)]
+        return _runs_loop(counts)
     n = len(counts)
     lens = np.fromiter((len(c) for c in counts), dtype=np.int64, count=n)
     try:
@@ -185,16 +186,16 @@ def rle_problems(rles: list[Any], height: int, width: int) -> list[str | None]:
     return parse_rles(rles, height, width)[0]
 
 
-def parse_rles(rles: list[Any], height: int, width: int) -> tuple[list[str | None], list[np.ndarray | None]]:
+def parse_rles(rles: list[Any], height: int, width: int) -> tuple[list[str | None], list[Any]]:
     """Check and parse COCO RLE masks of an ``height x width`` frame in one pass.
 
     Returns:
         ``problems``: per mask, what is wrong with it (None where it is fine; see :func:`rle_problems`),
-        and ``runs``: per mask, its runs as int64 (None where it has a problem), for :func:`decode_runs`,
-        so a mask checked is decoded without being parsed again.
+        and ``runs``: per mask, its runs (an int list or int64 array; None where it has a problem), for
+        :func:`decode_runs`, so a mask checked is decoded without being parsed again.
     """
     problems: list[str | None] = [None] * len(rles)
-    runs: list[np.ndarray | None] = [None] * len(rles)
+    runs: list[Any] = [None] * len(rles)
     compressed: list[int] = []
     for i, rle in enumerate(rles):
         if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
@@ -215,7 +216,7 @@ def parse_rles(rles: list[Any], height: int, width: int) -> tuple[list[str | Non
             elif sum(counts) != height * width:
                 problems[i] = f"RLE runs sum to {sum(counts)} pixels, not height x width = {height * width}"
             else:
-                runs[i] = np.array(counts, dtype=np.int64)
+                runs[i] = counts
         else:
             kind = type(counts).__name__
             problems[i] = f"RLE counts should be str (compressed) or list (uncompressed), got {kind}"
@@ -228,8 +229,10 @@ def parse_rles(rles: list[Any], height: int, width: int) -> tuple[list[str | Non
             del compressed[error.index]
             continue
         for i, mask_runs in zip(compressed, parsed):
-            total = int(mask_runs.sum())
-            if mask_runs.size and mask_runs.min() < 0:
+            vector = isinstance(mask_runs, np.ndarray)
+            total = int(mask_runs.sum()) if vector else sum(mask_runs)
+            low = (mask_runs.min() if vector else min(mask_runs)) if len(mask_runs) else 0
+            if low < 0:
                 problems[i] = "RLE counts has a negative run"
             elif total != height * width:
                 problems[i] = f"RLE runs sum to {total} pixels, not height x width = {height * width}"
@@ -260,7 +263,7 @@ def decode_rles(rles: list[dict[str, Any]], height: int, width: int) -> np.ndarr
 _NO_RUN = np.zeros(1, dtype=np.int64)
 
 
-def decode_runs(runs: list[np.ndarray], height: int, width: int) -> np.ndarray:
+def decode_runs(runs: list[Any], height: int, width: int) -> np.ndarray:
     """The runs of masks checked by :func:`parse_rles` -> ``[K, H, W]`` bool, all masks in one
     ``np.repeat`` (pycocotools fills pixel by pixel after parsing each string again: ~25x slower on an
     8-frame clip's masks).
@@ -270,12 +273,20 @@ def decode_runs(runs: list[np.ndarray], height: int, width: int) -> np.ndarray:
     """
     if not runs:
         return np.zeros((0, height, width), dtype=bool)
-    parts = []
-    for mask_runs in runs:  # every mask starts with a background run
-        parts.append(mask_runs)
-        if len(mask_runs) % 2:
-            parts.append(_NO_RUN)
-    counts = np.concatenate(parts)
+    if all(isinstance(mask_runs, list) for mask_runs in runs):  # short masks: one conversion for all
+        flat: list[int] = []
+        for mask_runs in runs:  # every mask starts with a background run
+            flat += mask_runs
+            if len(mask_runs) % 2:
+                flat.append(0)
+        counts = np.array(flat, dtype=np.int64)
+    else:
+        parts = []
+        for mask_runs in runs:
+            parts.append(np.asarray(mask_runs, dtype=np.int64))
+            if len(mask_runs) % 2:
+                parts.append(_NO_RUN)
+        counts = np.concatenate(parts)
     values = (np.arange(counts.size) % 2).astype(bool)
     return np.repeat(values, counts).reshape(len(runs), width, height).transpose(0, 2, 1)
 
