@@ -7,17 +7,23 @@ a *track* with one mask per frame. Shapes use ``B`` batch, ``T`` frames, ``N`` o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from x2sam_lightning.normalization import frames_to_model_input
 
-#: Tensors up to this size are pickled as bytes inside the message (see :func:`_reduce_inline`).
+#: Tensors up to this size (bool ones: packed) are pickled as bytes inside the message (see
+#: :func:`_reduce_inline`).
 INLINE_PICKLE_BYTES = 1 << 20
 _INLINE_DTYPES = frozenset({torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.float32})
+#: Bool tensors of more elements than this cross as packed bits (smaller ones: the packing call costs more
+#: than the bytes it saves).
+_PACK_BOOL_ELEMENTS = 1024
 
 
 class _Inline:
@@ -29,7 +35,13 @@ class _Inline:
         self.array = array
 
     def __reduce__(self):
+        if self.array.dtype == np.bool_ and self.array.size > _PACK_BOOL_ELEMENTS:
+            return (_unpack_bits, (np.packbits(self.array, axis=None), self.array.shape))
         return (_Inline, (self.array,))
+
+
+def _unpack_bits(packed: np.ndarray, shape: tuple[int, ...]) -> _Inline:
+    return _Inline(np.unpackbits(packed, count=math.prod(shape)).view(np.bool_).reshape(shape))
 
 
 def _pack(value: Any) -> Any:
@@ -39,7 +51,8 @@ def _pack(value: Any) -> Any:
         and value.device.type == "cpu"
         and not value.requires_grad
         and value.dtype in _INLINE_DTYPES
-        and value.numel() * value.element_size() <= INLINE_PICKLE_BYTES
+        and value.numel() * value.element_size() // (8 if value.dtype == torch.bool else 1)
+        <= INLINE_PICKLE_BYTES
     ):
         return _Inline(value.numpy())
     return value
@@ -56,9 +69,53 @@ def _reduce_inline(self: Any) -> tuple[Any, tuple[type, dict[str, Any]]]:
     of its own, which costs about half a millisecond per tensor whatever its size; a batch holds five
     small target tensors per sample, so a batch of 8 images took ~35 ms to cross, more than decoding it.
     Inlined (a copy of a few KB), it takes ~1 ms; large tensors (pixels, big mask stacks) still go
-    through shared memory.
+    through shared memory. Bool masks cross as packed bits: the bytes of the message are pickled, piped
+    and unpickled, so an 8-frame clip's 0.5 MB of masks cost more to cross than their decoding did.
     """
     return (_rebuild_inline, (type(self), {f.name: _pack(getattr(self, f.name)) for f in fields(self)}))
+
+
+_TARGET_FIELDS = ("masks", "labels", "valid", "object_ids", "iscrowd")
+
+
+class _StackedTargets:
+    """A batch's :class:`TrackTargets` crossing the worker queue as one tensor per field (the objects of
+    all samples concatenated, then split again into views): five tensors to pickle instead of five per
+    sample, each with its own fixed cost on both sides."""
+
+    __slots__ = ("targets",)
+
+    def __init__(self, targets: list[TrackTargets]) -> None:
+        self.targets = targets
+
+    @staticmethod
+    def fits(targets: list[Any]) -> bool:
+        """Worth stacking (more than one) and stackable: plain targets without source-resolution masks,
+        sharing ``T, H, W`` and dtypes."""
+        return (
+            len(targets) > 1
+            and all(type(t) is TrackTargets and t.original_masks is None for t in targets)
+            and len({(t.masks.shape[1:], t.masks.dtype, t.masks.device, t.valid.shape[1:]) for t in targets})
+            == 1
+        )
+
+    def __reduce__(self):
+        counts = [len(t) for t in self.targets]
+        stacked = [_pack(torch.cat([getattr(t, name) for t in self.targets])) for name in _TARGET_FIELDS]
+        return (_unstack_targets, (counts, *stacked))
+
+
+def _unstack_targets(counts: list[int], *stacked: Any) -> list[TrackTargets]:
+    tensors = [torch.from_numpy(v.array) if isinstance(v, _Inline) else v for v in stacked]
+    return [TrackTargets(*parts) for parts in zip(*(t.split(counts) for t in tensors))]
+
+
+def _reduce_batch(self: SegBatch) -> tuple[Any, tuple[type, dict[str, Any]]]:
+    """:func:`_reduce_inline`, with the targets stacked when they fit (:class:`_StackedTargets`)."""
+    rebuild, (cls, values) = _reduce_inline(self)
+    if _StackedTargets.fits(self.targets):
+        values["targets"] = _StackedTargets(self.targets)
+    return rebuild, (cls, values)
 
 
 def _move(value: Any, device: torch.device | str) -> Any:
@@ -256,7 +313,7 @@ class SegBatch:
     input_size: int | None = None
     hflip: list[bool] = field(default_factory=list)
 
-    __reduce__ = _reduce_inline
+    __reduce__ = _reduce_batch
 
     @property
     def batch_size(self) -> int:

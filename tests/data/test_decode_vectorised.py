@@ -18,7 +18,7 @@ from x2sam_lightning.data.shards import ClipSampler, decode_sample, iter_raw_sam
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.transforms import ResizePadNormalize, resized_shape
 from x2sam_lightning.normalization import IMAGENET_MEAN, IMAGENET_STD
-from x2sam_lightning.types import INLINE_PICKLE_BYTES, SegBatch
+from x2sam_lightning.types import INLINE_PICKLE_BYTES, SegBatch, TrackTargets
 
 
 def test_decode_rles_equals_one_by_one_for_both_count_forms():
@@ -132,6 +132,48 @@ def test_a_batch_crosses_processes_with_small_tensors_inline(tiny_root):
             assert type(x) is torch.Tensor and x.dtype == y.dtype and torch.equal(x, y)
         assert a.original_masks is None
     assert torch.equal(back.image_sizes, batch.image_sizes)
+
+
+def test_bool_masks_cross_as_packed_bits():
+    rng = torch.Generator().manual_seed(0)
+    masks = torch.rand(3, 2, 64, 96, generator=rng) > 0.5
+    for given in (masks, masks.flip(-1), masks[:, :, :37]):  # contiguous, flipped view, odd bit count
+        targets = TrackTargets(
+            masks=given,
+            labels=torch.arange(3),
+            valid=torch.ones(3, 2, dtype=torch.bool),
+            object_ids=torch.arange(3),
+            iscrowd=torch.zeros(3, dtype=torch.bool),
+        )
+        data = ForkingPickler.dumps(targets)
+        assert len(data) < given.numel() // 8 + 2000  # an eighth of the bool bytes, plus the small fields
+        back = pickle.loads(data)
+        assert back.masks.dtype == torch.bool and torch.equal(back.masks, given)
+        assert torch.equal(back.valid, targets.valid) and torch.equal(back.iscrowd, targets.iscrowd)
+
+
+def test_a_batchs_targets_cross_stacked_and_come_back_per_sample(tiny_root):
+    batch = _batch(tiny_root)
+    empty = batch.targets[0]
+    batch.targets[1] = TrackTargets(  # a sample without objects
+        masks=empty.masks[:0],
+        labels=empty.labels[:0],
+        valid=empty.valid[:0],
+        object_ids=empty.object_ids[:0],
+        iscrowd=empty.iscrowd[:0],
+    )
+    for keep_original in (False, True):  # source-resolution masks differ in size: sent per sample
+        if keep_original:
+            for t in batch.targets:
+                t.original_masks = t.masks[..., : 10 + len(t), :20]
+        data = bytes(ForkingPickler.dumps(batch))
+        assert (b"_unstack_targets" in data) == (not keep_original)
+        back = pickle.loads(data)
+        assert [len(t) for t in back.targets] == [len(t) for t in batch.targets]
+        for a, b in zip(back.targets, batch.targets):
+            for name in ("masks", "labels", "valid", "object_ids", "iscrowd", "original_masks"):
+                x, y = getattr(a, name), getattr(b, name)
+                assert (x is None and y is None) or (x.dtype == y.dtype and torch.equal(x, y))
 
 
 def test_batches_from_two_workers_equal_batches_made_in_process(tiny_root):

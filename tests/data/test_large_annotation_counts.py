@@ -52,8 +52,8 @@ def _raw() -> dict:
 
 def test_a_subset_is_drawn_before_any_mask_is_decoded(monkeypatch):
     decoded = []
-    real = shards.decode_rles
-    monkeypatch.setattr(shards, "decode_rles", lambda rles, h, w: decoded.extend(rles) or real(rles, h, w))
+    real = shards.decode_runs
+    monkeypatch.setattr(shards, "decode_runs", lambda runs, h, w: decoded.extend(runs) or real(runs, h, w))
     clip = decode_sample(_raw(), ClipSampler(), np.random.default_rng(3), max_objects=5)
     assert len(clip.object_ids) == 5 and len(decoded) == 5
     assert set(clip.object_ids.tolist()) <= set(range(100, 100 + OBJECTS))

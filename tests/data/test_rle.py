@@ -1,4 +1,4 @@
-"""COCO RLE run checks: the vectorised parser, the loop and pycocotools agree; bad strings are named."""
+"""COCO RLE runs: the vectorised parser, the loop and pycocotools agree; bad strings are named."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ def test_runs_match_the_masks_pycocotools_encodes():
     masks = _masks(rng, 60)
     encoded = [rle.encode_mask(m) for m in masks]
     strings = [e["counts"] for e in encoded]
-    vector, smallest = rle.compressed_run_totals(strings * 40)  # > _SHORT characters: the numpy path
-    loop, _ = rle._run_totals_loop(strings)
+    vector = rle.compressed_runs(strings * 40)  # > _SHORT characters: the numpy path
+    loop = rle._runs_loop(strings)
     sizes = [m.size for m in masks]
-    assert vector.tolist() == sizes * 40 and loop == sizes and smallest.min() >= 0
-    for mask, e in zip(masks, encoded):
+    assert [int(r.sum()) for r in vector] == sizes * 40 and [sum(r) for r in loop] == sizes
+    assert all(r.min() >= 0 for r in vector)
+    for mask, e, parsed in zip(masks, encoded, loop):
         runs = rle.rle_runs(e["counts"])
-        assert sum(runs) == mask.size
+        assert sum(runs) == mask.size and runs == parsed
         listed = {"size": e["size"], "counts": runs}
         assert rle.rle_problems([listed], *mask.shape) == [None]
         assert np.array_equal(rle.decode_rle(listed), mask.astype(np.uint8))
@@ -46,13 +47,13 @@ def test_vectorised_and_loop_parsers_agree_on_random_strings():
         ]
         strings = [s + "0" if s and (ord(s[-1]) - 48) & 0x20 else s for s in strings]
         try:
-            loop = rle._run_totals_loop(strings)
+            loop = rle._runs_loop(strings)
         except rle.RLECountsError:
             with pytest.raises(rle.RLECountsError):
-                rle.compressed_run_totals(strings * 200)
+                rle.compressed_runs(strings * 200)
             continue
-        totals, smallest = rle.compressed_run_totals(strings * 200)
-        assert totals.tolist()[:3] == loop[0] and smallest.tolist()[:3] == loop[1]
+        vector = rle.compressed_runs(strings * 200)
+        assert [list(r) for r in vector[:3]] == loop
 
 
 @pytest.mark.parametrize(
@@ -67,5 +68,19 @@ def test_vectorised_and_loop_parsers_agree_on_random_strings():
 def test_malformed_strings_are_named(counts, problem):
     for strings in ([counts], [counts] * 400):  # the loop and the numpy path
         with pytest.raises(rle.RLECountsError, match=problem) as info:
-            rle.compressed_run_totals(["10", *strings])
+            rle.compressed_runs(["10", *strings])
         assert info.value.index == 1
+
+
+def test_masks_decoded_from_their_runs_equal_pycocotools():
+    rng = np.random.default_rng(2)
+    for count in (3, 80):  # the loop and the numpy parser
+        masks = rng.random((count, 23, 31)) < rng.random((count, 1, 1))
+        masks[0], masks[1] = False, True  # one background run; an empty run, then one foreground run
+        rles = rle.encode_masks(masks)
+        assert (sum(len(r["counts"]) for r in rles) > rle._SHORT) == (count == 80)
+        decoded = rle.decode_rles(rles, 23, 31)
+        assert decoded.shape == masks.shape and np.array_equal(decoded, masks)
+        assert all(np.array_equal(decoded[i], rle.decode_rle(r).astype(bool)) for i, r in enumerate(rles))
+    with pytest.raises(ValueError, match="mask 1: RLE runs sum to 8 pixels"):
+        rle.decode_rles([rles[0], {"size": [23, 31], "counts": [5, 3]}], 23, 31)

@@ -33,24 +33,21 @@ class RLECountsError(ValueError):
         super().__init__(problem)
 
 
-def compressed_run_totals(counts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Sum and smallest run of each COCO compressed RLE string (pycocotools' ``rleFrString``, vectorised
-    over all strings at once: a sample's masks are checked in a few numpy calls).
+def compressed_runs(counts: list[str]) -> list[list[int]] | list[np.ndarray]:
+    """The runs of each COCO compressed RLE string (pycocotools' ``rleFrString``).
 
-    Each run is a little-endian group of 5-bit chunks (``char - 48``; bit 5 = more chunks follow, bit 4
-    of the last chunk = negative); from the fourth run on, a run is stored as the difference to the run
-    two before it.
-
-    Returns:
-        ``totals [n]`` int64 and ``smallest [n]`` int64 (0 for an empty string).
+    Up to :data:`_SHORT` characters in all, one string at a time in a plain loop, as int lists (a few
+    short masks cost more in numpy calls than in Python); above, vectorised over all strings at once, as
+    int64 arrays (a sample's masks are parsed in a few numpy calls). Each run is a little-endian group of
+    5-bit chunks (``char - 48``; bit 5 = more chunks follow, bit 4 of the last chunk =
+    negative); from the fourth run on, a run is stored as the difference to the run two before it.
 
     Raises:
         RLECountsError: naming the first string with a character outside the alphabet, a run cut off at
             the end, or a run longer than 7 characters.
     """
     if sum(map(len, counts)) <= _SHORT:
-        totals, smallest = _run_totals_loop(counts)
-        return np.asarray(totals, dtype=np.int64), np.asarray(smallest, dtype=np.int64)
+        return _runs_loop(counts)
     n = len(counts)
     lens = np.fromiter((len(c) for c in counts), dtype=np.int64, count=n)
     try:
@@ -58,9 +55,6 @@ def compressed_run_totals(counts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     except UnicodeEncodeError as error:
         raise RLECountsError(_string_at(lens, error.start), "non-ASCII character in RLE counts") from None
     chars = np.frombuffer(joined, dtype=np.uint8).astype(np.int64) - 48
-    totals, smallest = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    if chars.size == 0:
-        return totals, smallest
     bad = np.flatnonzero((chars < 0) | (chars > 63))
     if bad.size:
         problem = "RLE counts has characters outside the COCO alphabet ('0' to 'o')"
@@ -82,7 +76,8 @@ def compressed_run_totals(counts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     values -= ((chars[ends] & 0x10) != 0) * (np.int64(1) << (5 * lengths))
     # The run of each token, and its index within its string.
     owner = np.repeat(np.arange(n), lens)[ends]
-    first = np.searchsorted(owner, np.arange(n))
+    per_string = np.bincount(owner, minlength=n)
+    first = np.cumsum(per_string) - per_string
     index = np.arange(owner.size) - first[owner]
     # Runs 3, 4, ... are deltas to the run two before: a cumulative sum per string and parity (runs 0 and
     # 2 start the even chain at 2, run 1 the odd chain).
@@ -93,13 +88,10 @@ def compressed_run_totals(counts: list[str]) -> tuple[np.ndarray, np.ndarray]:
             continue
         part = values[at]
         total = np.cumsum(part)
-        new = np.concatenate(([True], owner[at][1:] != owner[at][:-1]))
+        new = index[at] < 3
         segment = np.cumsum(new) - 1
         runs[at] = total - (total - part)[new][segment]
-    nonempty = np.flatnonzero(lens > 0)
-    totals[nonempty] = np.add.reduceat(runs, first[nonempty])
-    smallest[nonempty] = np.minimum.reduceat(runs, first[nonempty])
-    return totals, smallest
+    return np.split(runs, np.cumsum(per_string)[:-1])
 
 
 def _iter_runs(counts: str) -> Iterator[int]:
@@ -141,9 +133,9 @@ def rle_has_foreground(rle: dict[str, Any]) -> bool:
 _SHORT = 1500
 
 
-def _run_totals_loop(counts: list[str]) -> tuple[list[int], list[int]]:
-    """:func:`compressed_run_totals` one character at a time (the same checks)."""
-    totals, smallest = [], []
+def _runs_loop(counts: list[str]) -> list[list[int]]:
+    """:func:`compressed_runs` one character at a time (the same checks)."""
+    out = []
     for i, string in enumerate(counts):
         try:
             data = string.encode("ascii")
@@ -151,8 +143,9 @@ def _run_totals_loop(counts: list[str]) -> tuple[list[int], list[int]]:
             raise RLECountsError(i, "non-ASCII character in RLE counts") from None
         if data.translate(None, _ALPHABET):
             raise RLECountsError(i, "RLE counts has characters outside the COCO alphabet ('0' to 'o')")
-        total = runs = value = shift = 0
-        low = 1 << 62
+        runs: list[int] = []
+        append = runs.append
+        value = shift = count = 0
         before = last = 0  # the runs two and one before this one
         for c in data:
             c -= 48
@@ -164,19 +157,16 @@ def _run_totals_loop(counts: list[str]) -> tuple[list[int], list[int]]:
                 raise RLECountsError(i, "RLE counts has a run longer than 7 characters")
             if c & 0x10:
                 value -= 1 << shift
-            if runs > 2:
+            if count > 2:
                 value += before
+            append(value)
             before, last = last, value
-            total += value
-            if value < low:
-                low = value
-            runs += 1
+            count += 1
             value = shift = 0
         if shift:
             raise RLECountsError(i, "RLE counts string ends inside a run")
-        totals.append(total)
-        smallest.append(low if runs else 0)
-    return totals, smallest
+        out.append(runs)
+    return out
 
 
 _ALPHABET = bytes(range(48, 48 + 64))
@@ -193,7 +183,19 @@ def rle_problems(rles: list[Any], height: int, width: int) -> list[str | None]:
     (uncompressed, also valid COCO). The runs must be non-negative and sum exactly to ``h * w``:
     pycocotools decodes other sums into uninitialised or overrun memory.
     """
+    return parse_rles(rles, height, width)[0]
+
+
+def parse_rles(rles: list[Any], height: int, width: int) -> tuple[list[str | None], list[Any]]:
+    """Check and parse COCO RLE masks of an ``height x width`` frame in one pass.
+
+    Returns:
+        ``problems``: per mask, what is wrong with it (None where it is fine; see :func:`rle_problems`),
+        and ``runs``: per mask, its runs (an int list or int64 array; None where it has a problem), for
+        :func:`decode_runs`, so a mask checked is decoded without being parsed again.
+    """
     problems: list[str | None] = [None] * len(rles)
+    runs: list[Any] = [None] * len(rles)
     compressed: list[int] = []
     for i, rle in enumerate(rles):
         if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
@@ -213,28 +215,31 @@ def rle_problems(rles: list[Any], height: int, width: int) -> list[str | None]:
                 problems[i] = "RLE counts has a negative run"
             elif sum(counts) != height * width:
                 problems[i] = f"RLE runs sum to {sum(counts)} pixels, not height x width = {height * width}"
+            else:
+                runs[i] = counts
         else:
             kind = type(counts).__name__
             problems[i] = f"RLE counts should be str (compressed) or list (uncompressed), got {kind}"
     while compressed:
         try:
-            strings = [rles[i]["counts"] for i in compressed]
-            if sum(map(len, strings)) <= _SHORT:
-                totals, smallest = _run_totals_loop(strings)
-            else:
-                totals, smallest = (a.tolist() for a in compressed_run_totals(strings))
+            parsed = compressed_runs([rles[i]["counts"] for i in compressed])
         except RLECountsError as error:
             # Name the malformed one, then check the rest.
             problems[compressed[error.index]] = f"bad compressed RLE counts: {error.problem}"
             del compressed[error.index]
             continue
-        for i, total, low in zip(compressed, totals, smallest):
+        for i, mask_runs in zip(compressed, parsed):
+            vector = isinstance(mask_runs, np.ndarray)
+            total = int(mask_runs.sum()) if vector else sum(mask_runs)
+            low = (mask_runs.min() if vector else min(mask_runs)) if len(mask_runs) else 0
             if low < 0:
                 problems[i] = "RLE counts has a negative run"
             elif total != height * width:
                 problems[i] = f"RLE runs sum to {total} pixels, not height x width = {height * width}"
+            else:
+                runs[i] = mask_runs
         break
-    return problems
+    return problems, runs
 
 
 def _is_int(value: Any) -> bool:
@@ -242,20 +247,48 @@ def _is_int(value: Any) -> bool:
 
 
 def decode_rles(rles: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
-    """RLE dicts of one ``height x width`` size, checked by :func:`rle_problems` -> ``[K, H, W]`` bool.
+    """RLE dicts of one ``height x width`` size (either counts form) -> ``[K, H, W]`` bool.
 
-    Compressed ones are decoded in one pycocotools call (its per-call cost, ~0.1 ms, exceeds the decoding
-    of a small mask), uncompressed ones one by one.
+    Raises:
+        ValueError: naming the first mask :func:`rle_problems` finds fault with.
     """
-    out = np.empty((len(rles), height, width), dtype=bool)
-    compressed = [i for i, rle in enumerate(rles) if isinstance(rle["counts"], str)]
-    if compressed:
-        decoded = require("pycocotools.mask").decode([rles[i] for i in compressed])  # [H, W, K], Fortran
-        out[compressed] = decoded.transpose(2, 0, 1).view(bool)
-    for i, rle in enumerate(rles):
-        if not isinstance(rle["counts"], str):
-            out[i] = decode_rle(rle)
-    return out
+    problems, runs = parse_rles(rles, height, width)
+    for i, problem in enumerate(problems):
+        if problem:
+            raise ValueError(f"mask {i}: {problem}")
+    return decode_runs(runs, height, width)  # type: ignore[arg-type]
+
+
+#: A zero-length run: keeps the runs of consecutive masks alternating background / foreground.
+_NO_RUN = np.zeros(1, dtype=np.int64)
+
+
+def decode_runs(runs: list[Any], height: int, width: int) -> np.ndarray:
+    """The runs of masks checked by :func:`parse_rles` -> ``[K, H, W]`` bool, all masks in one
+    ``np.repeat`` (pycocotools fills pixel by pixel after parsing each string again: ~25x slower on an
+    8-frame clip's masks).
+
+    The result is a view of the column-major (COCO) pixels: the caller's one copy (into its mask stack,
+    or the resize) lays it out.
+    """
+    if not runs:
+        return np.zeros((0, height, width), dtype=bool)
+    if all(isinstance(mask_runs, list) for mask_runs in runs):  # short masks: one conversion for all
+        flat: list[int] = []
+        for mask_runs in runs:  # every mask starts with a background run
+            flat += mask_runs
+            if len(mask_runs) % 2:
+                flat.append(0)
+        counts = np.array(flat, dtype=np.int64)
+    else:
+        parts = []
+        for mask_runs in runs:
+            parts.append(np.asarray(mask_runs, dtype=np.int64))
+            if len(mask_runs) % 2:
+                parts.append(_NO_RUN)
+        counts = np.concatenate(parts)
+    values = (np.arange(counts.size) % 2).astype(bool)
+    return np.repeat(values, counts).reshape(len(runs), width, height).transpose(0, 2, 1)
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:

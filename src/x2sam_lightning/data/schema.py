@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from x2sam_lightning.data.errors import SampleError, ShardError, SourceError
-from x2sam_lightning.data.rle import rle_problems
+from x2sam_lightning.data.rle import parse_rles, rle_problems
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -311,9 +311,10 @@ def _check_text_fields(sample: Mapping[str, Any], object_ids: set[int]) -> None:
 
 def _check_masks(
     sample: Mapping[str, Any], frames: Collection[int] | None, structure_only: bool = False
-) -> None:
+) -> dict[tuple[int, int], Any]:
     """The masks' RLE structure and size on every frame; their run sums on ``frames`` (None: all), so
-    pycocotools never decodes a mask whose runs do not cover the frame exactly."""
+    no mask is decoded whose runs do not cover the frame exactly. Returns the runs of the masks whose
+    sums were checked, by (object index, frame)."""
     height, width = sample["height"], sample["width"]
     where, rles = [], []
     for n, obj in enumerate(sample["objects"]):
@@ -332,21 +333,27 @@ def _check_masks(
             where.append((n, t))
             rles.append(rle)
     # All masks checked in one call (the compressed counts strings are parsed together).
-    for (n, t), problem in zip(where, rle_problems(rles, height, width)):
+    problems, runs = parse_rles(rles, height, width)
+    for (n, t), problem in zip(where, problems):
         if problem:
             raise _Invalid(f"object {n} (id {sample['objects'][n]['id']}) frame {t}: {problem}")
+    return dict(zip(where, runs))
 
 
 def check_mask_runs(
     sample: Mapping[str, Any], frames: Collection[int], *, url: str = "", key: str = ""
-) -> None:
+) -> dict[tuple[int, int], Any]:
     """The run sums of the masks on ``frames`` of a sample checked by ``validate_sample(check_runs=False)``.
+
+    Returns:
+        Each of those masks' runs by ``(object index, frame)`` (not-annotated ``null`` masks are left
+        out), for :func:`~x2sam_lightning.data.rle.decode_runs`: a mask is parsed once.
 
     Raises:
         SampleError: naming the object and frame whose runs do not cover the frame exactly.
     """
     try:
-        _check_masks(sample, frames)
+        return _check_masks(sample, frames)
     except _Invalid as error:
         raise SampleError(url, key, str(error)) from None
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from x2sam_lightning.data.errors import SampleError, ShardError, SkipStats, SourceError, warn_skip
 from x2sam_lightning.data.remote import RemoteOptions
-from x2sam_lightning.data.rle import decode_rles, rle_has_foreground
+from x2sam_lightning.data.rle import decode_runs, rle_has_foreground
 from x2sam_lightning.data.schema import DEFAULT_MAX_PIXELS, check_mask_runs, parse_json, validate_sample
 from x2sam_lightning.data.sources import ShardSource
 from x2sam_lightning.data.tars import read_shard
@@ -313,9 +313,9 @@ def decode_sample(
     ``valid`` is True where a frame is annotated (any RLE, an empty one included: the object is absent
     there, a real target) and False where the json has ``null`` (not annotated: schema 1's null, which
     meant absent or not annotated, is read so, as it always was).
-    Masks are decoded in groups of objects (one pycocotools call and one resize per group) holding at
-    most 16 Mpx at the source resolution, or one track when a track is larger, so with ``mask_size`` the
-    peak memory stays bounded (an SA-1B image is ~1500 x 2250 with ~100 masks: ~4 objects per group).
+    Masks are decoded from the runs their check parsed, in groups of objects (one ``np.repeat`` and one
+    resize per group) holding at most 16 Mpx at the source resolution, or one track when a track is
+    larger, so with ``mask_size`` the peak memory stays bounded (an SA-1B image is ~1500 x 2250 with ~100 masks: ~4 objects per group).
 
     Args:
         raw: the sample's members.
@@ -385,21 +385,22 @@ def decode_sample(
                 url, key, f"media size {list(frames.shape[1:3])} does not match json size [{height}, {width}]"
             )
 
-    check_mask_runs(sample, set(indices), url=url, key=key)
+    runs = check_mask_runs(sample, set(indices), url=url, key=key)  # parsed once, decoded from these
     categories = sample.get("categories") or categories
     position = {c["id"]: i for i, c in enumerate(categories)}
     # Schema 2: an empty mask is an object absent there, so an object must show on a clip frame to be a
     # target; schema 1: any non-null mask (its null folded absent into "not annotated").
     shows = _shows_v2 if sample["schema"] >= 2 else _shows_v1
+    objects = sample["objects"]
     seen = range(num_frames) if whole_video_objects else indices
-    present = [obj for obj in sample["objects"] if any(shows(obj["masks"][t]) for t in seen)]
+    present = [i for i, obj in enumerate(objects) if any(shows(obj["masks"][t]) for t in seen)]
     if max_objects is not None and len(present) > max_objects:
         chosen = range(max_objects) if rng is None else rng.choice(len(present), max_objects, replace=False)
         present = [present[i] for i in sorted(chosen)]
     size = None if mask_size is None else mask_size(height, width)
     out_h, out_w = (height, width) if size is None else size
     n, t = len(present), len(indices)
-    valid = np.array([[obj["masks"][f] is not None for f in indices] for obj in present], dtype=bool)
+    valid = np.array([[(i, f) in runs for f in indices] for i in present], dtype=bool).reshape(n, t)
     masks = np.zeros((n, t, out_h, out_w), dtype=bool)
     # Objects are decoded in groups of at most _DECODE_PIXELS source pixels (at least one track), each
     # group in one call and resized at once: vectorised for the usual few objects, bounded memory for
@@ -410,19 +411,24 @@ def decode_sample(
         where = np.flatnonzero(valid[first : first + per_group].reshape(-1))
         if where.size == 0:
             continue
-        rles = [obj["masks"][f] for obj in group for f in indices]
-        decoded = decode_rles([rles[i] for i in where], height, width)  # checked above: size and runs
+        keys = [(i, f) for i in group for f in indices]
+        decoded = decode_runs([runs[keys[k]] for k in where], height, width)
         if (out_h, out_w) != (height, width):
             decoded = resize_nearest(decoded, (out_h, out_w))
-        masks[first : first + len(group)].reshape(-1, out_h, out_w)[where] = decoded
+        stack = masks[first : first + len(group)].reshape(-1, out_h, out_w)
+        if where.size == len(stack):  # every mask of the group: one plain copy
+            stack[...] = decoded
+        else:
+            stack[where] = decoded
+    kept = [objects[i] for i in present]
     # validate_sample guarantees a known category, or none with a vocabulary of at most one (label 0).
-    labels = [0 if obj.get("category_id") is None else position[obj["category_id"]] for obj in present]
-    ids = [obj["id"] for obj in present]
-    crowd = [bool(obj.get("iscrowd", False)) for obj in present]
+    labels = [0 if obj.get("category_id") is None else position[obj["category_id"]] for obj in kept]
+    ids = [obj["id"] for obj in kept]
+    crowd = [bool(obj.get("iscrowd", False)) for obj in kept]
     return DecodedClip(
         frames=frames,
         masks=masks,
-        valid=valid.reshape(n, t),
+        valid=valid,
         labels=np.asarray(labels, dtype=np.int64),
         object_ids=np.asarray(ids, dtype=np.int64),
         iscrowd=np.asarray(crowd, dtype=bool),
