@@ -58,4 +58,8 @@ def bench(session: nox.Session) -> None:
     _install(session)
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs, env=ENV)
+    # The loader at the tiny default's 128 px (above) and at a larger size, where decoding weighs more
+    # against the fixed per-sample work (validation, masks, the queue) that raw decoding does not do.
+    session.run("python", "benchmarks/bench_loader.py", "--image-size", "384", *session.posargs, env=ENV)
+    session.run("python", "benchmarks/trace_streaming_rss.py", env=ENV)
     session.run("python", "benchmarks/collect_results.py")

@@ -288,7 +288,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer batches and repeats (about 1 minute)")
     parser.add_argument("--root", default=None, help="data folder (default: a temp folder)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument(
+        "--image-size", type=int, default=128, help="side of the synthetic media and of the model input"
+    )
     parser.add_argument("--clip", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8, help="image batch (video batches: 1 clip)")
     parser.add_argument("--workers", type=int, default=2)
@@ -339,7 +341,8 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "loader.json").write_text(json.dumps(report, indent=2))
+    name = "loader" if args.image_size == 128 else f"loader_{args.image_size}"  # the tiny default's size
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     img, vid = results["images"], results["video_clips"]
 
     def rows(media: str, r: dict, raw: str) -> str:
@@ -358,7 +361,8 @@ def main() -> None:
         f"| {stage} | {stages['images'][stage]:.3f} | {stages['video_clips'][stage]:.3f} |"
         for stage in stages["images"]
     )
-    markdown = f"""## Loader benchmark
+    title = "" if args.image_size == 128 else f" at {args.image_size}x{args.image_size}"
+    markdown = f"""## Loader benchmark{title}
 
 Date {date}; machine: {report["machine"]}; torch {torch.__version__}, 1 thread per process. Command:
 `python benchmarks/bench_loader.py {" ".join(sys.argv[1:])}`. Data: {sizes["num_train_images"]}
@@ -388,7 +392,7 @@ clips; "raw:" rows are the raw side's work):
 |---|---|---|
 {profile_rows}
 """
-    (out / "loader.md").write_text(markdown)
+    (out / f"{name}.md").write_text(markdown)
     print(markdown)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ORDER = [
     "loader",
+    "loader_384",
     "training_stream",
     "recipes",
     "model",
