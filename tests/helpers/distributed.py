@@ -23,7 +23,12 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, qu
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        queue.put((rank, fn(rank, world_size, *args)))
+        result = fn(rank, world_size, *args)
+        # Both ranks done before either tears the group down: a rank leaving while the other's gloo work
+        # (e.g. DDP's last all-reduce) is still in flight aborted the process now and then ("terminate
+        # called without an active exception", exit code -6).
+        dist.barrier()
+        queue.put((rank, result))
     finally:
         dist.destroy_process_group()
 
