@@ -21,6 +21,16 @@ def tiny_segmentor(image_size: int = 128, memory: str | None = None, **parts: An
     return instantiate(compose_config("agnostic", overrides).model.segmentor)
 
 
+@torch.no_grad()
+def memory_off_zero(memory: torch.nn.Module, std: float = 0.1) -> torch.nn.Module:
+    """Move a mask memory's zero-initialised weights off zero (as training does): a fresh memory is the
+    identity, which would make any "the bank matters" or "chunked == whole" check trivially true."""
+    for p in memory.parameters():
+        if not p.any():
+            p.normal_(0, std)
+    return memory
+
+
 def random_language(instances: int, generator: torch.Generator, dim: int = 64) -> dict[str, torch.Tensor]:
     """Stage-2 decode inputs of ``instances`` decoding instances (5 condition tokens, 2 conditions each,
     nothing padded), as ``Segmentor.decode`` takes them, drawn from ``generator``."""

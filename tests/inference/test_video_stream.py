@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers.models import memory_off_zero
 from helpers.videos import moving_squares, write_mp4
 from hydra.utils import instantiate
 
@@ -40,10 +41,7 @@ def module():
     """The stage-1 module with the tiny memory, its memory moved off its identity initialisation."""
     torch.manual_seed(0)
     module = instantiate(compose_config("agnostic", SMALL).model)
-    with torch.no_grad():
-        for p in module.segmentor.mask_memory.parameters():
-            if not p.any():
-                p.normal_(0, 0.1)
+    memory_off_zero(module.segmentor.mask_memory)
     return module.eval()
 
 

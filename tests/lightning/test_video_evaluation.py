@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.models import memory_off_zero
 from hydra.utils import instantiate
 
 from x2sam_lightning import cli
@@ -30,10 +31,7 @@ SMALL = [
 def module():
     torch.manual_seed(0)
     module = instantiate(compose_config("agnostic", SMALL).model)
-    with torch.no_grad():  # a memory off its identity initialisation, so the bank matters
-        for p in module.segmentor.mask_memory.parameters():
-            if not p.any():
-                p.normal_(0, 0.1)
+    memory_off_zero(module.segmentor.mask_memory)  # so the bank matters
     return module.eval()
 
 

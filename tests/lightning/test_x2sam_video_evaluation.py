@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers.models import memory_off_zero
 from helpers.vlm import build_stage2
 
 from x2sam_lightning.data.mixing import EvalBatchStream
@@ -25,10 +26,7 @@ def module(stage2_dir):
     """The tiny stage-2 preset with a mask memory off its zero initialisation (so the bank matters); the
     LLM reads one frame (frame 0, whole clip or first chunk alike) and answers as a trained one would."""
     module = build_stage2(stage2_dir, "model/mask_memory=tiny", "model.video_llm_frames=1", image_size=SIZE)
-    with torch.no_grad():
-        for p in module.net.segmentor.mask_memory.parameters():
-            if not p.any():
-                p.normal_(0, 0.1)
+    memory_off_zero(module.net.segmentor.mask_memory)
     backbone = module.net.vl_backbone
     reply = backbone.tokenizer("It is <SEG>.")["input_ids"] + [backbone.token_ids["<|im_end|>"]]
     backbone.generate = lambda *args, **kwargs: torch.tensor([reply], dtype=torch.long)

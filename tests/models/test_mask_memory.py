@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.models import random_language, tiny_segmentor
+from helpers.models import memory_off_zero, random_language, tiny_segmentor
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
@@ -21,15 +21,8 @@ def memory_segmentor(memory: str = "tiny", seed: int = 0, trained: bool = True, 
     torch.manual_seed(seed)
     model = tiny_segmentor(64, memory=memory, **DECODER, **parts)
     if trained:
-        _move_off_zero(model.mask_memory)
+        memory_off_zero(model.mask_memory)
     return model.eval()
-
-
-@torch.no_grad()
-def _move_off_zero(memory: torch.nn.Module) -> None:
-    for p in memory.parameters():
-        if not p.any():
-            p.normal_(0, 0.1)
 
 
 def memoryless_segmentor(seed: int = 0, **parts):
@@ -155,7 +148,7 @@ def test_stage2_instances_each_decode_their_own_frames():
     overrides += [f"model.segmentor.{k}={v}" for k, v in DECODER.items()]
     model = instantiate(compose_config("joint_image", overrides).model.segmentor).eval()  # stage-2 decoder
     assert model.mask_decoder.class_head == "cosine"
-    _move_off_zero(model.mask_memory)
+    memory_off_zero(model.mask_memory)
     clip = torch.randn(2, 3, 3, 64, 64)
     samples = torch.tensor([1, 0, 1])
     g = torch.Generator().manual_seed(0)

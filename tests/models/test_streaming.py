@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.models import random_language, tiny_segmentor
+from helpers.models import memory_off_zero, random_language, tiny_segmentor
 from hydra.utils import instantiate
 
 from x2sam_lightning.config import compose_config
@@ -13,13 +13,8 @@ from x2sam_lightning.models.streaming import DecodeInputs, StreamingDecoder
 DECODER = {"mask_decoder.num_queries": 4, "mask_decoder.num_layers": 2}
 
 
-@torch.no_grad()
 def _trained(model: torch.nn.Module) -> torch.nn.Module:
-    """Move the memory's zero-initialised weights off zero (as training does): a fresh memory is the
-    identity and would make chunked == whole trivially true."""
-    for p in model.mask_memory.parameters():
-        if not p.any():
-            p.normal_(0, 0.1)
+    memory_off_zero(model.mask_memory)
     return model.eval()
 
 
