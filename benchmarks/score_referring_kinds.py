@@ -5,7 +5,8 @@ the held-out synthetic referring test set, each sample by its (first) expression
 its own words, one object by a relation to another ("the circle left of the square"), several objects, no
 target. Per kind: cIoU (gRefCOCO's: sums of intersections over sums of unions, a no-target expression
 answered with a mask adds that mask to the union) and the kind's share of the whole union, so the kinds'
-weight in the overall cIoU shows. Same generated replies and mask choice as the runs' own ``test``.
+weight in the overall cIoU shows. Each sample (a batch of one) is generated and scored by the module's own
+evaluator into its kind's gRefCOCO metric, as the runs' own ``test`` scores the split.
 
     python benchmarks/score_referring_kinds.py --runs RUN_DIR [RUN_DIR ...] --data-dir DATA
 
@@ -31,6 +32,7 @@ from hydra.utils import instantiate
 from x2sam_lightning.config import compose_config
 from x2sam_lightning.data.synthetic.language import RELATIONS
 from x2sam_lightning.lightning.checkpoints import load_checkpoint
+from x2sam_lightning.metrics.grefcoco import GRefCOCOIoU
 
 HERE = Path(__file__).parent
 SOURCE = "synthetic_img_refseg_test"
@@ -49,33 +51,41 @@ def expression_kind(objects: list[int], text: str) -> str:
 
 
 def score(run_dir: Path, data_dir: str) -> dict[str, dict[str, float]]:
-    """``kind -> {samples, intersection, union}`` of one run's last checkpoint."""
-    cfg = compose_config("joint_image", [f"paths.data_dir={data_dir}", "model.stage1_checkpoint=null"])
+    """``kind -> {samples, ciou, union}`` of one run's last checkpoint: each sample (a batch of one) goes
+    through the module's own evaluator into its kind's metric collection (gRefCOCO's)."""
+    overrides = [f"paths.data_dir={data_dir}", "model.stage1_checkpoint=null"]
+    overrides += ["data.batch_size=1", "data.image_batch_multiplier=1"]  # a batch: one sample
+    cfg = compose_config("joint_image", overrides)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
     module = instantiate(cfg.model)
     module.configure_model()
     module.eval().load_trained(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
-    evaluator = module.evaluator
-    sums = {kind: {"samples": 0, "intersection": 0, "union": 0} for kind in KINDS}
+    source = datamodule.test_sources[SOURCE]
+    metrics = {kind: module.source_metrics(source.task, source) for kind in KINDS}
+    counts = dict.fromkeys(KINDS, 0)
     loader = dict(zip(datamodule.test_source_names, datamodule.test_dataloader()))[SOURCE]
     for batch in loader:
         batch = batch.to(module.device)
         generator = torch.Generator().manual_seed(module.hparams.eval_seed)
         with torch.no_grad():
             out, replies = module.net.generate(batch, module.hparams.max_new_tokens, generator)
-        own = evaluator._own_masks(batch, out)
-        for b, conversation in enumerate(batch.conversations):
-            objects = conversation.condition_objects[0]
-            text = next(m["content"] for m in conversation.messages if m["role"] == "user")
-            target = evaluator._union(batch, b, objects)
-            pred = own.get((b, 0), evaluator._empty(batch, b))
-            target, pred = evaluator._scored(batch, b, target), evaluator._scored(batch, b, pred)
-            kind = sums[expression_kind(objects, text)]
-            kind["samples"] += 1
-            kind["intersection"] += int((pred & target).sum())
-            kind["union"] += int((pred | target).sum())
-    return sums
+        if batch.batch_size != 1:
+            raise RuntimeError(f"expected batches of one sample, got {batch.batch_size}")
+        conversation = batch.conversations[0]
+        text = next(m["content"] for m in conversation.messages if m["role"] == "user")
+        kind = expression_kind(conversation.condition_objects[0], text)
+        module.evaluator(batch, out, replies, metrics[kind])
+        counts[kind] += 1
+    results = {}
+    for kind, collection in metrics.items():
+        grefcoco = next(m for m in collection.values() if isinstance(m, GRefCOCOIoU))
+        results[kind] = {
+            "samples": counts[kind],
+            "ciou": float(grefcoco.compute()["ciou"]) if counts[kind] else None,
+            "union": float(grefcoco.union),
+        }
+    return results
 
 
 def _own_test(run_dir: Path) -> dict[str, float | None]:
@@ -96,27 +106,22 @@ def main() -> None:
         parser.error("give one label per run")
     runs = []
     for label, run in zip(labels, args.runs):
-        sums = score(run, args.data_dir)
-        total_i = sum(s["intersection"] for s in sums.values())
-        total_u = sum(s["union"] for s in sums.values())
-        kinds = {
-            kind: {
-                "samples": s["samples"],
-                "ciou": s["intersection"] / s["union"] if s["union"] else None,
-                "union_share": s["union"] / total_u if total_u else None,
-            }
-            for kind, s in sums.items()
-        }
+        kinds = score(run, args.data_dir)
+        total_u = sum(k["union"] for k in kinds.values())
+        for k in kinds.values():
+            k["union_share"] = k.pop("union") / total_u if total_u else None
+        # The kinds' sums make the whole split's cIoU (each kind's = its intersection / its union).
+        ciou = sum((k["ciou"] or 0.0) * k["union_share"] for k in kinds.values() if k["union_share"])
         runs.append(
             {
                 "label": label,
                 "run": str(run),
-                "ciou": total_i / total_u,
+                "ciou": ciou,
                 "kinds": kinds,
                 "test": _own_test(run),
             }
         )
-        print(label, round(total_i / total_u, 4), {k: v["ciou"] for k, v in kinds.items()}, flush=True)
+        print(label, round(ciou, 4), {k: v["ciou"] for k, v in kinds.items()}, flush=True)
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
